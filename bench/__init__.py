@@ -1,0 +1,1 @@
+"""Load harness for ratelimitd: `.venv/bin/python bench/run.py --help` (see bench/README.md)."""

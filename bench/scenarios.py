@@ -1,0 +1,126 @@
+"""The request mixes the harness sends, built with Envoy's own generated code (xds-protos).
+
+A scenario is a cycle of serialized `RateLimitRequest` messages, all of the same length (the
+h2load body shim in bench/preload/ needs that). Its limits are in bench/config/bench.yaml.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from envoy.extensions.common.ratelimit.v3 import ratelimit_pb2
+from envoy.service.ratelimit.v3 import rls_pb2
+
+DOMAIN = "bench"
+RLS_METHOD = "/envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit"
+DEFAULT_DISTINCT_KEYS = 100_000
+
+Entries = Sequence[tuple[str, str]]
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One load shape: the messages h2load cycles through, in order, one per request."""
+
+    name: str
+    description: str
+    messages: tuple[bytes, ...]
+    # Share of OVER_LIMIT answers ratelimitd should give once warm (checked by the probe).
+    over_limit_share: float
+
+    @property
+    def distinct(self) -> int:
+        """How many different messages the scenario sends."""
+        return len(set(self.messages))
+
+
+def request(*descriptors: Entries) -> bytes:
+    """A serialized RateLimitRequest of the bench domain with the given descriptors."""
+    message = rls_pb2.RateLimitRequest(
+        domain=DOMAIN,
+        descriptors=[
+            ratelimit_pb2.RateLimitDescriptor(
+                entries=[
+                    ratelimit_pb2.RateLimitDescriptor.Entry(key=key, value=value)
+                    for key, value in entries
+                ]
+            )
+            for entries in descriptors
+        ],
+    )
+    serialized: bytes = message.SerializeToString()
+    return serialized
+
+
+def frame(message: bytes) -> bytes:
+    """A gRPC length-prefixed message: 0x00 (not compressed), 4-byte big-endian length."""
+    return b"\x00" + len(message).to_bytes(4, "big") + message
+
+
+def one() -> Scenario:
+    """One descriptor, one tenant whose limit is far above anything the harness can send."""
+    return Scenario(
+        "one",
+        "1 descriptor [(tenant, steady)], never over its limit",
+        (request([("tenant", "steady")]),),
+        0.0,
+    )
+
+
+def three() -> Scenario:
+    """Three descriptors per request, as envoy/envoy.yaml sends them, none ever over."""
+    return Scenario(
+        "three",
+        "3 descriptors: tenant, tenant+route, client address; never over",
+        (
+            request(
+                [("tenant", "steady")],
+                [("tenant", "steady"), ("route", "/v1/search")],
+                [("remote_address", "10.0.0.1")],
+            ),
+        ),
+        0.0,
+    )
+
+
+def distinct(keys: int = DEFAULT_DISTINCT_KEYS) -> Scenario:
+    """One descriptor per request, cycling through `keys` distinct users (a counter each)."""
+    width = len(str(keys - 1))
+    return Scenario(
+        "distinct",
+        f"1 descriptor [(user, u<n>)], {keys} distinct values in turn, never over",
+        tuple(request([("user", f"u{n:0{width}d}")]) for n in range(keys)),
+        0.0,
+    )
+
+
+def overlimit() -> Scenario:
+    """90% of requests to a tenant far over its limit, 10% to one that never is."""
+    hot = request([("tenant", "over")])
+    cool = request([("tenant", "fine")])
+    return Scenario(
+        "overlimit",
+        "1 descriptor; 9 of 10 requests to tenant `over` (1/hour, over), 1 to `fine`",
+        (hot,) * 9 + (cool,),
+        0.9,
+    )
+
+
+def build(name: str, *, distinct_keys: int = DEFAULT_DISTINCT_KEYS) -> Scenario:
+    """The scenario called `name`; ValueError for an unknown name."""
+    builders: dict[str, Callable[[], Scenario]] = {
+        "one": one,
+        "three": three,
+        "distinct": lambda: distinct(distinct_keys),
+        "overlimit": overlimit,
+    }
+    if name not in builders:
+        raise ValueError(f"unknown scenario {name!r}; known: {', '.join(builders)}")
+    scenario = builders[name]()
+    if len({len(m) for m in scenario.messages}) != 1:
+        raise ValueError(f"scenario {name}: messages differ in length")
+    return scenario
+
+
+NAMES = ("one", "three", "distinct", "overlimit")

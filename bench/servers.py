@@ -1,0 +1,245 @@
+"""The servers under test: redis-server, ratelimitd, the constant-answer servers, or another
+RLS server given by address; and a gRPC probe that checks what they answer."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+import redis
+from envoy.service.ratelimit.v3 import rls_pb2
+
+from bench.procs import (
+    HarnessError,
+    Proc,
+    Supervisor,
+    UnavailableError,
+    cpu_seconds,
+    free_port,
+    http_ok,
+    run_captured,
+    wait_until,
+)
+from bench.scenarios import RLS_METHOD, one
+
+REPO = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+STARTUP_TIMEOUT_S = 30.0
+HOST = "127.0.0.1"
+
+
+@dataclass
+class RedisServer:
+    """Our own redis-server on a free loopback port."""
+
+    port: int
+    proc: Proc
+    client: redis.Redis
+
+    @property
+    def url(self) -> str:
+        """redis:// URL of database 0."""
+        return f"redis://{HOST}:{self.port}/0"
+
+
+def start_redis(supervisor: Supervisor) -> RedisServer:
+    """Start redis-server without persistence and wait until it answers PING."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise HarnessError("redis-server is not on PATH")
+    port = free_port()
+    argv = [binary, "--port", str(port), "--bind", HOST, "--save", "", "--appendonly", "no"]
+    argv += ["--dir", str(supervisor.workdir)]
+    proc = supervisor.start(f"redis-{port}", argv)
+    client = redis.Redis(host=HOST, port=port, socket_timeout=5)
+
+    def answers() -> bool:
+        try:
+            return bool(client.ping())
+        except redis.RedisError:
+            return False
+
+    wait_until(answers, timeout=STARTUP_TIMEOUT_S, what=f"redis-server :{port}", proc=proc)
+    return RedisServer(port, proc, client)
+
+
+@dataclass
+class RedisCounters:
+    """What one Redis has done so far, for before/after differences."""
+
+    script_calls: int  # EVALSHA + EVAL calls: one each per ratelimitd batch
+    commands: int  # every command (INFO calls of the harness included)
+    cpu_s: float | None  # redis-server's CPU time, when it is our process
+
+
+def redis_counters(client: redis.Redis, pid: int | None) -> RedisCounters:
+    """Read INFO commandstats (and /proc for our own redis-server's CPU)."""
+    stats = client.info("commandstats")
+    calls = {name: int(value["calls"]) for name, value in stats.items()}
+    script = sum(calls.get(f"cmdstat_{name}", 0) for name in ("evalsha", "eval", "evalsha_ro"))
+    return RedisCounters(script, sum(calls.values()), cpu_seconds(pid) if pid else None)
+
+
+def ratelimitd_binary() -> Path:
+    """The ratelimitd console script of this virtualenv."""
+    candidate = BIN / "ratelimitd"
+    if candidate.exists():
+        return candidate
+    found = shutil.which("ratelimitd")
+    if found is None:
+        raise HarnessError("ratelimitd is not installed in this virtualenv (pip install -e .)")
+    return Path(found)
+
+
+def serve_flags() -> set[str]:
+    """Which of the optional `ratelimitd serve` flags this version has."""
+    text = run_captured([str(ratelimitd_binary()), "serve", "--help"])
+    return {flag for flag in ("--transport", "--workers") if flag in text}
+
+
+@dataclass
+class Server:
+    """A gRPC RateLimitService endpoint under test, with the processes to account CPU to."""
+
+    label: str  # ratelimitd, constant, target
+    transport: str
+    workers: int
+    host: str
+    port: int
+    procs: list[Proc] = field(default_factory=list)
+    pids: list[int] = field(default_factory=list)  # --target-pid: someone else's process
+
+    def cpu_s(self) -> float | None:
+        """CPU seconds of every process tree of this server so far (None: unknown)."""
+        pids = [p.pid for p in self.procs] + self.pids
+        if not pids:
+            return None
+        return sum(cpu_seconds(pid) for pid in pids)
+
+    def check_alive(self) -> None:
+        """HarnessError if one of our processes has exited."""
+        for proc in self.procs:
+            if not proc.alive():
+                raise HarnessError(
+                    f"{proc.name} exited ({proc.popen.returncode}); log {proc.log}:\n"
+                    f"{proc.log_tail()}"
+                )
+
+
+def start_ratelimitd(
+    supervisor: Supervisor,
+    *,
+    transport: str,
+    workers: int,
+    flags: set[str],
+    redis_url: str,
+    config: Path,
+    extra_args: Sequence[str] = (),
+) -> Server:
+    """`ratelimitd serve` on free ports; ready once GET /healthcheck answers 200."""
+    grpc_port, http_port = free_port(), free_port()
+    argv = [str(ratelimitd_binary()), "serve", "--config", str(config)]
+    argv += ["--redis-url", redis_url]
+    argv += ["--grpc-addr", f"{HOST}:{grpc_port}", "--http-addr", f"{HOST}:{http_port}"]
+    if "--transport" in flags:
+        argv += ["--transport", transport]
+    elif transport != "grpc":
+        raise UnavailableError("`ratelimitd serve` has no --transport flag yet: only grpc runs")
+    if "--workers" in flags:
+        argv += ["--workers", str(workers)]
+    elif workers != 1:
+        raise UnavailableError("`ratelimitd serve` has no --workers flag yet: only 1 worker runs")
+    argv += list(extra_args)
+    proc = supervisor.start(f"ratelimitd-{transport}-w{workers}-{grpc_port}", argv)
+    # Whichever port the transport serves /healthcheck on (an ASGI app may serve it on both).
+    urls = [f"http://{HOST}:{port}/healthcheck" for port in (http_port, grpc_port)]
+    wait_until(
+        lambda: any(http_ok(url) for url in urls),
+        timeout=STARTUP_TIMEOUT_S,
+        what="ratelimitd GET /healthcheck = 200",
+        proc=proc,
+    )
+    return Server("ratelimitd", transport, workers, HOST, grpc_port, [proc])
+
+
+def start_constant(supervisor: Supervisor, *, transport: str, workers: int) -> Server:
+    """The constant-answer server of `transport` with `workers` processes on one port, as
+    ratelimitd runs its workers (grpc: SO_REUSEPORT processes; asgi: one pyvoy Envoy each,
+    which binds with reuse_port)."""
+    port = free_port()
+    env = {"PYTHONPATH": str(REPO)}
+    procs: list[Proc] = []
+    if transport == "grpc":
+        for n in range(workers):
+            argv = [sys.executable, "-m", "bench.constant_grpc", "--address", f"{HOST}:{port}"]
+            if workers > 1:
+                argv.append("--reuse-port")
+            procs.append(supervisor.start(f"constant-grpc-{port}-{n}", argv, env=env, cwd=REPO))
+    elif transport == "asgi":
+        pyvoy = BIN / "pyvoy"
+        if not pyvoy.exists():
+            raise HarnessError("pyvoy is not installed in this virtualenv")
+        argv = [str(pyvoy), "bench.constant_asgi:app", "--address", HOST, "--port", str(port)]
+        for n in range(workers):
+            procs.append(supervisor.start(f"constant-asgi-{port}-{n}", argv, env=env, cwd=REPO))
+    else:
+        raise HarnessError(f"unknown transport {transport!r}")
+    server = Server("constant", transport, workers, HOST, port, procs)
+    wait_until(
+        lambda: probe_ready(server),
+        timeout=STARTUP_TIMEOUT_S,
+        what=f"constant {transport} server answering gRPC",
+        proc=procs[0],
+    )
+    return server
+
+
+def probe_ready(server: Server) -> bool:
+    """True once the server answers one ShouldRateLimit call with gRPC OK."""
+    return probe(server, one().messages, timeout=1).answered == 1
+
+
+@dataclass
+class ProbeResult:
+    """What a server answered to a sample of a scenario's messages, over a real gRPC client."""
+
+    sent: int
+    answered: int  # gRPC status OK
+    over_limit: int  # of those, overall_code OVER_LIMIT
+    errors: list[str]
+
+    def summary(self) -> str:
+        """`9/10 OVER_LIMIT` and any errors."""
+        text = f"{self.over_limit}/{self.answered} OVER_LIMIT"
+        if self.errors:
+            text += f", {len(self.errors)} gRPC errors ({self.errors[0]})"
+        return text
+
+
+def probe(server: Server, messages: Sequence[bytes], *, timeout: float = 5) -> ProbeResult:
+    """Send each message once with grpcio (decoded with xds-protos) and count the answers."""
+    errors: list[str] = []
+    answered = over = 0
+    with grpc.insecure_channel(f"{server.host}:{server.port}") as channel:
+        call: grpc.UnaryUnaryMultiCallable[bytes, Any] = channel.unary_unary(
+            RLS_METHOD,
+            request_serializer=None,  # the messages are already serialized
+            response_deserializer=rls_pb2.RateLimitResponse.FromString,
+        )
+        for message in messages:
+            try:
+                response = call(message, timeout=timeout)
+            except grpc.RpcError as exc:
+                if isinstance(exc, grpc.Call):
+                    errors.append(f"{exc.code().name}: {exc.details()}")
+                else:
+                    errors.append(str(exc))
+                continue
+            answered += 1
+            over += response.overall_code == rls_pb2.RateLimitResponse.OVER_LIMIT
+    return ProbeResult(len(messages), answered, over, errors)

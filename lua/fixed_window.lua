@@ -1,0 +1,34 @@
+-- Fixed window: the same function as ratelimitd/algorithms/fixed_window.py.
+-- state: false, or "<window start us> <count>". Returns as token_bucket.lua does.
+algorithms.fixed_window = function(state, now, cost, allowed, unit_us, _)
+  local start = now - (now % unit_us)
+  local until_end = start + unit_us - now
+  local count = 0
+  if state then
+    local w, c = string.match(state, '^(%S+) (%S+)$')
+    if tonumber(w) == start then count = tonumber(c) end
+  end
+  if count + cost > allowed then
+    return false, nil, allowed - count, until_end, 0
+  end
+  if cost == 0 then
+    return true, nil, allowed - count, until_end, 0
+  end
+  count = count + cost
+  return true, string.format('%.17g %.17g', start, count), allowed - count, until_end, until_end
+end
+
+-- The inverse of an admitted hit, for lua/refund.lua: the count goes down if the hit's window
+-- is still the current one. `reset_us` is what request.lua reported for the hit, the time to
+-- the end of its window: if that is shorter than what is left of the current window, the
+-- hit's window has ended since (a count in it no longer matters). Returns the new state (nil:
+-- nothing counted, as if never touched; `state` itself: nothing to change) and its ttl us.
+refunds.fixed_window = function(state, now, cost, _, unit_us, _, reset_us)
+  local start = now - (now % unit_us)
+  local until_end = start + unit_us - now
+  local w, c = string.match(state, '^(%S+) (%S+)$')
+  if reset_us < until_end or tonumber(w) ~= start then return state, 0 end
+  local count = tonumber(c) - cost
+  if count <= 0 then return nil, 0 end
+  return string.format('%.17g %.17g', start, count), until_end
+end

@@ -1,0 +1,86 @@
+-- Evaluates a batch of requests, in order, each one all-or-nothing: the same steps as
+-- evaluate_hits() in ratelimitd/algorithms/base.py, applied to one request after another so
+-- that each request sees what the ones before it committed. The algorithm files are loaded
+-- before this one and fill the `algorithms` table.
+--
+-- KEYS: the counter key of every hit of every request, in order (a key may repeat).
+-- ARGV[1]: the current time in microseconds for tests, or "" (lua/clock.lua sets `now`).
+-- ARGV[2]: the batch as space-separated tokens (one argument is far cheaper to send than
+--          thousands): the number of requests, then per request its number of hits followed
+--          by 6 tokens per hit: algorithm, requests_per_unit, unit length us, burst, cost,
+--          shadow (1/0).
+-- Returns 3 integers per hit: admitted (1/0), remaining, reset us.
+
+local FIELDS = 6
+local spec = {}
+for token in string.gmatch(ARGV[2], '%S+') do spec[#spec + 1] = token end
+local committed, committed_ttl, dirty = {}, {}, {}
+
+-- A key's state as committed so far by this batch, else as stored (false: no state).
+local function state_of(key)
+  local state = committed[key]
+  if state == nil then
+    state = redis.call('GET', key)
+    committed[key] = state
+  end
+  return state
+end
+
+-- algorithm, cost, requests_per_unit, unit us, burst, shadow of the hit whose tokens start at base
+local function hit_args(base)
+  return algorithms[spec[base]], tonumber(spec[base + 4]), tonumber(spec[base + 1]),
+    tonumber(spec[base + 2]), tonumber(spec[base + 3]), spec[base + 5] == '1'
+end
+
+local out = {}
+local arg, first_key = 2, 1
+for _ = 1, tonumber(spec[1]) do
+  local n = tonumber(spec[arg])
+  arg = arg + 1
+  local staged, staged_ttl, tentative = {}, {}, {}
+  local rejected = false
+  for i = 0, n - 1 do
+    local key = KEYS[first_key + i]
+    local algorithm, cost, rate, unit_us, burst, shadow = hit_args(arg + i * FIELDS)
+    local state = staged[key]
+    if state == nil then state = state_of(key) end
+    local admitted, new_state, remaining, reset, ttl = algorithm(state, now, cost, rate, unit_us, burst)
+    tentative[i] = {admitted, remaining, reset}
+    if admitted then
+      if new_state then
+        staged[key] = new_state
+        staged_ttl[key] = ttl
+      end
+    elseif not shadow then
+      rejected = true
+    end
+  end
+  if not rejected then
+    for key, state in pairs(staged) do
+      committed[key] = state
+      committed_ttl[key] = staged_ttl[key]
+      dirty[key] = true
+    end
+  end
+  for i = 0, n - 1 do
+    local r = tentative[i]
+    out[#out + 1] = r[1] and 1 or 0
+    if rejected then
+      -- Nothing is consumed: report the untouched counter, keeping each hit's own verdict.
+      local algorithm, _, rate, unit_us, burst = hit_args(arg + i * FIELDS)
+      local _, _, remaining, reset = algorithm(state_of(KEYS[first_key + i]), now, 0, rate, unit_us, burst)
+      out[#out + 1] = remaining
+      out[#out + 1] = r[1] and reset or r[3]
+    else
+      out[#out + 1] = r[2]
+      out[#out + 1] = r[3]
+    end
+  end
+  arg = arg + n * FIELDS
+  first_key = first_key + n
+end
+
+for key in pairs(dirty) do
+  redis.call('SET', key, committed[key], 'PX', math.max(1, math.ceil(committed_ttl[key] / 1000)))
+end
+return out

@@ -1,0 +1,67 @@
+-- Sliding window (two-counter estimate): the same function as
+-- ratelimitd/algorithms/sliding_window.py, operation for operation.
+-- state: false, or "<window start us> <previous count> <current count>".
+-- Returns as token_bucket.lua does.
+local function sliding_wait_us(previous, current, cost, allowed, until_end, unit_us)
+  if cost > allowed then return until_end end
+  if current + cost <= allowed then
+    local decayed = unit_us * ((allowed - current - cost) / previous)
+    return math.max(0, math.ceil(until_end - decayed))
+  end
+  local decayed = unit_us * ((allowed - cost) / current)
+  return until_end + math.max(0, math.ceil(unit_us - decayed))
+end
+
+algorithms.sliding_window = function(state, now, cost, allowed, unit_us, _)
+  local start = now - (now % unit_us)
+  local until_end = start + unit_us - now
+  local previous, current = 0, 0
+  if state then
+    local w, p, c = string.match(state, '^(%S+) (%S+) (%S+)$')
+    w = tonumber(w)
+    if w == start then
+      previous, current = tonumber(p), tonumber(c)
+    elseif w == start - unit_us then
+      previous = tonumber(c)
+    end
+  end
+  local weight = until_end / unit_us
+  local estimate = previous * weight + current
+  if estimate + cost > allowed then
+    local remaining = math.max(0, math.floor(allowed - estimate))
+    return false, nil, remaining, sliding_wait_us(previous, current, cost, allowed, until_end, unit_us), 0
+  end
+  if cost == 0 then
+    return true, nil, math.floor(allowed - estimate), until_end, 0
+  end
+  current = current + cost
+  local remaining = math.max(0, math.floor(allowed - (previous * weight + current)))
+  return true, string.format('%.17g %.17g %.17g', start, previous, current), remaining, until_end,
+    until_end + unit_us
+end
+
+-- The inverse of an admitted hit, for lua/refund.lua: the counter the hit went into goes
+-- down, the current window's or, if the window rolled over since, the previous one's.
+-- `reset_us` is what request.lua reported for the hit, the time to the end of its window
+-- (see fixed_window.lua). Returns the new state (nil: nothing counted; `state` itself: nothing
+-- to change) and its ttl us.
+refunds.sliding_window = function(state, now, cost, _, unit_us, _, reset_us)
+  local start = now - (now % unit_us)
+  local until_end = start + unit_us - now
+  local hit_window = start
+  if reset_us < until_end then hit_window = start - unit_us end
+  local w, p, c = string.match(state, '^(%S+) (%S+) (%S+)$')
+  w, p, c = tonumber(w), tonumber(p), tonumber(c)
+  if w == hit_window then
+    c = math.max(0, c - cost)
+  elseif w == hit_window + unit_us then
+    p = math.max(0, p - cost)
+  else
+    return state, 0
+  end
+  local new_state = string.format('%.17g %.17g %.17g', w, p, c)
+  if w == start and c > 0 then return new_state, until_end + unit_us end
+  -- Only one counter still weighs on the estimate, and only until this window ends.
+  if (w == start and p > 0) or (w < start and c > 0) then return new_state, until_end end
+  return nil, 0
+end

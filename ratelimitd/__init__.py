@@ -1,0 +1,3 @@
+"""ratelimitd: a rate limit service for Envoy and Istio."""
+
+__version__ = "0.1.0"

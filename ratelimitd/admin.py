@@ -1,0 +1,92 @@
+"""The HTTP endpoints' behaviour: readiness, the loaded rules, and decisions over JSON."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from http import HTTPStatus
+
+from google.protobuf import json_format
+
+from ratelimitd.config.model import Config, Rule
+from ratelimitd.engine import Engine
+from ratelimitd.messages import Code, InvalidRequestError, StoreUnavailableError
+from ratelimitd.protos.envoy.service.ratelimit.v3 import rls_pb2
+from ratelimitd.transports import rls_codec, rls_wire
+from ratelimitd.transports.http import Response, Routes, text
+
+JSON = "application/json"
+HEALTH_PING_TIMEOUT_S = 1.0
+
+
+@dataclass(slots=True)
+class Readiness:
+    """Whether the process should receive traffic (false while starting and draining)."""
+
+    serving: bool = False
+
+
+def describe(rule: Rule) -> str:
+    """One /rlconfig line: `<domain>.<key path>: <settings> source=<file:line>`."""
+    if rule.limit is None:
+        settings = "unlimited"
+    else:
+        limit = rule.limit
+        settings = (
+            f"algorithm={limit.algorithm} unit={limit.unit.name} "
+            f"requests_per_unit={limit.requests_per_unit} burst={limit.burst}"
+        )
+    if rule.name:
+        settings += f" name={rule.name}"
+    if rule.replaces:
+        settings += f" replaces={','.join(sorted(rule.replaces))}"
+    settings += f" shadow_mode={str(rule.shadow_mode).lower()}"
+    settings += f" failure_mode={rule.failure_mode.value} source={rule.source}"
+    return f"{rule.full_key}: {settings}"
+
+
+def rlconfig(config: Config) -> str:
+    """Every loaded rule, one line each, in file order."""
+    return "".join(describe(rule) + "\n" for rule in config.rules)
+
+
+def routes(engine: Engine, readiness: Readiness, *, admin: bool = True) -> Routes:
+    """The route table served on --http-addr; without `admin` (the public gRPC port of the
+    asgi transport), only /healthcheck and /json: the config stays on loopback."""
+    table = Routes()
+
+    async def healthcheck(_: bytes) -> Response:
+        if not readiness.serving:
+            return text(HTTPStatus.SERVICE_UNAVAILABLE, "not serving")
+        try:
+            # A probe must get an answer quickly, whatever the store's own timeout.
+            reachable = await asyncio.wait_for(engine.store.ping(), HEALTH_PING_TIMEOUT_S)
+        except TimeoutError:
+            reachable = False
+        if not reachable:
+            return text(HTTPStatus.SERVICE_UNAVAILABLE, "store unavailable")
+        return text(HTTPStatus.OK, "OK")
+
+    async def show_config(_: bytes) -> Response:
+        return Response(HTTPStatus.OK, rlconfig(engine.config).encode())
+
+    async def decide(body: bytes) -> Response:
+        try:
+            message = json_format.Parse(body, rls_pb2.RateLimitRequest())
+            decision = await engine.should_rate_limit(rls_codec.decode(message))
+        except json_format.ParseError as exc:
+            return text(HTTPStatus.BAD_REQUEST, f"invalid RateLimitRequest JSON: {exc}")
+        except InvalidRequestError as exc:
+            return text(HTTPStatus.BAD_REQUEST, f"invalid request: {exc}")
+        except StoreUnavailableError as exc:
+            return text(HTTPStatus.SERVICE_UNAVAILABLE, str(exc))
+        status = HTTPStatus.TOO_MANY_REQUESTS if decision.code is Code.OVER_LIMIT else HTTPStatus.OK
+        response = rls_pb2.RateLimitResponse.FromString(rls_wire.encode_response(decision))
+        answer = json_format.MessageToJson(response, indent=None)
+        return Response(status, answer.encode() + b"\n", JSON)
+
+    table.add("GET", "/healthcheck", healthcheck)
+    table.add("POST", "/json", decide)
+    if admin:
+        table.add("GET", "/rlconfig", show_config)
+    return table

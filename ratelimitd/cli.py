@@ -1,0 +1,50 @@
+"""Command line: `ratelimitd serve` runs the service, `ratelimitd check` validates configs."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+from collections.abc import Mapping, Sequence
+
+from ratelimitd import __version__, logs
+from ratelimitd.config.loader import check_paths
+from ratelimitd.settings import add_serve_arguments, settings_from
+
+
+def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
+    """The argument parser for every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="ratelimitd", description="Rate limit service for Envoy and Istio."
+    )
+    parser.add_argument("--version", action="version", version=f"ratelimitd {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run the gRPC and HTTP service")
+    add_serve_arguments(serve, environ)
+    check = commands.add_parser(
+        "check", help="validate config files; print file:line: message per error"
+    )
+    check.add_argument("paths", nargs="+", metavar="PATH", help="config file or directory")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
+    """Entry point of the `ratelimitd` console script."""
+    env = os.environ if environ is None else environ
+    parser = build_parser(env)
+    args = parser.parse_args(argv)
+    if args.command == "check":
+        errors = check_paths(args.paths)
+        for error in errors:
+            print(error)
+        if not errors:
+            print(f"ok: {', '.join(args.paths)}")
+        return 1 if errors else 0
+    settings = settings_from(args, env)
+    if not settings.config:
+        parser.error("serve needs --config PATH (or RATELIMITD_CONFIG)")
+    logs.configure(settings.log_level, settings.log_format)
+    # Imported here so that `check` starts without loading grpc and redis.
+    from ratelimitd.server import serve
+
+    return asyncio.run(serve(settings))

@@ -1,0 +1,167 @@
+"""The immutable configuration model: domains, descriptor trees and the rules at their nodes.
+
+Everything here is built once by the loader and never mutated afterwards, so a request can
+read a config snapshot without locks while a reload builds the next one.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+
+class Unit(enum.Enum):
+    """A rate limit unit; the value is its length in seconds (month and year as the reference
+    defines them: 30 and 365 days)."""
+
+    SECOND = 1
+    MINUTE = 60
+    HOUR = 3_600
+    DAY = 86_400
+    WEEK = 604_800
+    MONTH = 2_592_000
+    YEAR = 31_536_000
+
+    @property
+    def seconds(self) -> int:
+        """Length of the unit in seconds."""
+        return self.value
+
+
+DEFAULT_ALGORITHM = "token_bucket"
+
+
+class FailureMode(enum.Enum):
+    """What a rule answers when the store cannot be reached in time."""
+
+    ALLOW = "allow"
+    DENY = "deny"
+    UNAVAILABLE = "unavailable"  # no answer: gRPC UNAVAILABLE, Envoy's failure_mode_deny decides
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """Where something was declared, for error messages and /rlconfig."""
+
+    file: str
+    line: int
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}"
+
+
+@dataclass(frozen=True, slots=True)
+class Limit:
+    """What a store enforces for one counter: the algorithm and its parameters.
+
+    `burst` is the capacity of the bucket (token bucket) and defaults to requests_per_unit.
+    """
+
+    algorithm: str
+    requests_per_unit: int
+    unit: Unit
+    burst: int
+
+    @property
+    def unit_us(self) -> int:
+        """Length of the unit in microseconds, the time base of every store."""
+        return self.unit.seconds * 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """A `rate_limit` as configured at one descriptor node (or synthesised from Envoy's
+    per-descriptor limit override).
+
+    `limit` is None exactly when the rule is unlimited.
+    """
+
+    domain: str
+    full_key: str
+    limit: Limit | None
+    name: str | None
+    replaces: frozenset[str]
+    shadow_mode: bool
+    detailed_metric: bool
+    failure_mode: FailureMode
+    source: Source | None
+
+    @property
+    def unlimited(self) -> bool:
+        """True for `unlimited: true` rules, which never touch the store."""
+        return self.limit is None
+
+
+@dataclass(frozen=True, slots=True)
+class Wildcard:
+    """A descriptor value containing `*`: any run of characters, tried in file order."""
+
+    pattern: str
+    node: Node
+    matches: Callable[[str], bool]
+
+    @staticmethod
+    def compile(pattern: str) -> Callable[[str], bool]:
+        """Build the predicate for a wildcard value (a trailing `*` alone is a prefix test)."""
+        if pattern.count("*") == 1 and pattern.endswith("*"):
+            prefix = pattern[:-1]
+            return lambda value: value.startswith(prefix)
+        regex = re.compile(".*".join(re.escape(part) for part in pattern.split("*")), re.DOTALL)
+        return lambda value: regex.fullmatch(value) is not None
+
+
+@dataclass(frozen=True, slots=True)
+class KeyIndex:
+    """All sibling nodes of one descriptor key at one level, indexed for the reference's
+    lookup order: exact value, then wildcards in file order, then the key-only node."""
+
+    exact: Mapping[str, Node]
+    wildcards: tuple[Wildcard, ...]
+    any_value: Node | None
+
+
+@dataclass(frozen=True, slots=True)
+class Node:
+    """One descriptor entry of the config tree.
+
+    `share_threshold` (wildcard nodes only) makes every value matching the wildcard share one
+    counter instead of one counter per value.
+    """
+
+    key: str
+    value: str | None
+    rule: Rule | None
+    children: Mapping[str, KeyIndex]
+    share_threshold: bool
+    source: Source
+
+
+@dataclass(frozen=True, slots=True)
+class Defaults:
+    """Values for rule fields a file leaves out: the command line's, or a file's `defaults:`."""
+
+    algorithm: str = DEFAULT_ALGORITHM
+    failure_mode: FailureMode = FailureMode.ALLOW
+
+
+@dataclass(frozen=True, slots=True)
+class Domain:
+    """The descriptor tree of one `domain`, and the defaults its rules were built with (which
+    also apply to Envoy's limit overrides in this domain)."""
+
+    name: str
+    root: Mapping[str, KeyIndex]
+    source: Source
+    defaults: Defaults = Defaults()
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """A complete, validated configuration: every domain, and every rule in file order."""
+
+    domains: Mapping[str, Domain] = field(default_factory=dict)
+    rules: tuple[Rule, ...] = ()
+    files: tuple[str, ...] = ()
+    digest: str = ""  # the loader's ContentDigest of `files`

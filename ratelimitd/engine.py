@@ -1,0 +1,285 @@
+"""The transport-free core: a Request in, a Decision out.
+
+Matches each descriptor to a rule, drops replaced rules, sends every remaining counter of the
+request to the store as one all-or-nothing batch, and turns the outcomes into statuses and
+headers. Knows nothing of gRPC, HTTP or Redis clients.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Hashable, Sequence
+from typing import NamedTuple
+
+import structlog
+
+from ratelimitd import headers, keys, problem
+from ratelimitd.algorithms import ALGORITHMS, Hit, Outcome
+from ratelimitd.config.model import Config, Domain, FailureMode, Limit, Rule
+from ratelimitd.headers import HeaderMode
+from ratelimitd.matcher import Match, match
+from ratelimitd.messages import (
+    UNLIMITED_REMAINING,
+    Code,
+    Decision,
+    Descriptor,
+    InvalidRequestError,
+    Request,
+    Result,
+    Status,
+    StoreUnavailableError,
+)
+from ratelimitd.overlimit_cache import OverLimitCache
+from ratelimitd.problem import BodyMode
+from ratelimitd.storage.base import Store, StoreError
+
+log = structlog.get_logger(__name__)
+
+OK_STATUS = Status(Code.OK)
+# Plans of this many distinct requests are kept (then all dropped and rebuilt as they come).
+PLAN_CACHE_SIZE = 10_000
+# As the reference's NEAR_LIMIT_RATIO: near once 80% of a limit is used.
+DEFAULT_NEAR_LIMIT_RATIO = 0.8
+# A rule denying because the store failed asks the client to retry after this long.
+FAILURE_RETRY_US = 1_000_000
+# At most one store-failure log line per this many seconds; the rest are counted.
+_FAILURE_LOG_INTERVAL_S = 1.0
+
+
+def validate(request: Request) -> None:
+    """Raise InvalidRequestError when the request cannot be answered meaningfully."""
+    if not request.domain:
+        raise InvalidRequestError("domain must not be empty")
+    if not request.descriptors:
+        raise InvalidRequestError("at least one descriptor is required")
+    for i, descriptor in enumerate(request.descriptors):
+        if not descriptor.entries:
+            raise InvalidRequestError(f"descriptor {i} has no entries")
+        for j, (key, _) in enumerate(descriptor.entries):
+            if not key:
+                raise InvalidRequestError(f"descriptor {i} entry {j} has an empty key")
+
+
+class Plan(NamedTuple):
+    """A request as the config sees it: statuses known without counters (no limit,
+    unlimited, replaced), and the hits to evaluate with the status index each fills."""
+
+    statuses: tuple[Status, ...]
+    hits: tuple[Hit, ...]
+    hit_at: tuple[tuple[int, Limit, Rule], ...]
+
+
+class Engine:
+    """Decides requests against the current config snapshot and a store."""
+
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        *,
+        header_mode: HeaderMode = HeaderMode.XRATELIMIT,
+        key_prefix: str = keys.DEFAULT_PREFIX,
+        shadow_mode: bool = False,
+        near_limit_ratio: float = DEFAULT_NEAR_LIMIT_RATIO,
+        body_mode: BodyMode = BodyMode.NONE,
+        over_limit_cache: OverLimitCache | None = None,
+    ) -> None:
+        self._plans: dict[Hashable, Plan] = {}
+        self.config = config
+        self.store = store
+        self._header_mode = header_mode
+        self._key_prefix = key_prefix
+        self._shadow_mode = shadow_mode
+        self._body_mode = body_mode
+        self._cache = over_limit_cache
+        # A limit is near when fewer than this share of its capacity remains.
+        self._near_fraction = 1.0 - near_limit_ratio
+        self._failure_log_at = 0.0
+        self._failures_unlogged = 0
+
+    @property
+    def config(self) -> Config:
+        """The rules in force; assigning a new config (a reload) takes effect at once."""
+        return self._config
+
+    @config.setter
+    def config(self, config: Config) -> None:
+        self._config = config
+        self._plans = {}  # plans follow the config they were made from
+
+    async def should_rate_limit(self, request: Request) -> Decision:
+        """Decide one request; raise InvalidRequestError for malformed input."""
+        return await self.decide(self.plan_for(request, lambda: request))
+
+    def plan_for(self, key: Hashable, request: Callable[[], Request]) -> Plan:
+        """The plan of the request `key` stands for, built from `request()` the first time.
+
+        Transports key plans by the request's serialized bytes, so a repeated request skips
+        decoding as well as matching. Raises InvalidRequestError for malformed input.
+        """
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = self._plan(request())
+            if len(self._plans) >= PLAN_CACHE_SIZE:
+                self._plans.clear()  # cheaper than LRU bookkeeping on every hit
+            self._plans[key] = plan
+        return plan
+
+    async def decide(self, plan: Plan) -> Decision:
+        """Evaluate a request's plan against the store."""
+        statuses = list(plan.statuses)
+        hits, hit_at = plan.hits, plan.hit_at
+        if hits and not self._answer_from_cache(statuses, hits, hit_at):
+            self._apply_outcomes(statuses, hit_at, await self._evaluate(hits))
+        # Global shadow mode: statuses keep their verdicts, the answer is OK (as the reference).
+        over = not self._shadow_mode and any(s.code is Code.OVER_LIMIT for s in statuses)
+        fields = headers.build(statuses, over, self._header_mode)
+        if not over:
+            return Decision(Code.OK, tuple(statuses), fields)
+        if self._body_mode is BodyMode.NONE:
+            return Decision(Code.OVER_LIMIT, tuple(statuses), fields)
+        fields += (("Content-Type", problem.CONTENT_TYPE),)
+        body = problem.problem_json(statuses, headers.retry_after_s(statuses))
+        return Decision(Code.OVER_LIMIT, tuple(statuses), fields, body)
+
+    def _plan(self, request: Request) -> Plan:
+        """What the config makes of a request, before any counter is read."""
+        validate(request)
+        domain = self._config.domains.get(request.domain)
+        if domain is None:
+            return Plan((OK_STATUS,) * len(request.descriptors), (), ())
+        matched = [self._rule_for(domain, d) for d in request.descriptors]
+        replaced = set().union(*(m.rule.replaces for m in matched if m is not None))
+        statuses: list[Status] = [OK_STATUS] * len(matched)
+        hits: list[Hit] = []
+        hit_at: list[tuple[int, Limit, Rule]] = []
+        for i, (descriptor, found) in enumerate(zip(request.descriptors, matched, strict=True)):
+            if found is None:
+                continue
+            rule, shared = found
+            if rule.name is not None and rule.name in replaced:
+                continue
+            if rule.limit is None:
+                statuses[i] = Status(Code.OK, None, UNLIMITED_REMAINING)
+                continue
+            cost = descriptor.hits_addend
+            if cost is None:
+                cost = request.hits_addend or 1
+            tag = ALGORITHMS[rule.limit.algorithm].key_tag
+            key = keys.counter_key(
+                domain.name, descriptor.entries, rule.limit, tag, shared, self._key_prefix
+            )
+            hits.append(Hit(key, rule.limit, cost, rule.shadow_mode))
+            hit_at.append((i, rule.limit, rule))
+        return Plan(tuple(statuses), tuple(hits), tuple(hit_at))
+
+    def _rule_for(self, domain: Domain, descriptor: Descriptor) -> Match | None:
+        override = descriptor.limit
+        if override is None:
+            return match(domain.root, descriptor.entries)
+        # Envoy's per-descriptor override replaces config matching (for a known domain).
+        path = ".".join(f"{k}_{v}" if v else k for k, v in descriptor.entries)
+        per_unit = override.requests_per_unit
+        limit = Limit(domain.defaults.algorithm, per_unit, override.unit, per_unit)
+        rule = Rule(
+            domain=domain.name,
+            full_key=f"{domain.name}.{path}",
+            limit=limit,
+            name=None,
+            replaces=frozenset(),
+            shadow_mode=False,
+            detailed_metric=False,
+            failure_mode=domain.defaults.failure_mode,
+            source=None,
+        )
+        return Match(rule, None)
+
+    def _answer_from_cache(
+        self, statuses: list[Status], hits: Sequence[Hit], hit_at: Sequence[tuple[int, Limit, Rule]]
+    ) -> bool:
+        """Reject the request locally if one of its limits is known to be over; True if so.
+
+        Nothing would be consumed from the other limits of a rejected request, so the store
+        is not needed; their statuses are OK without a measured remaining.
+        """
+        cache = self._cache
+        if cache is None:
+            return False
+        now = cache.clock()
+        found = [None if hit.shadow else cache.lookup(hit.key, hit.cost, now) for hit in hits]
+        if not any(found):
+            return False
+        for (i, _, rule), cached in zip(hit_at, found, strict=True):
+            if cached is None:
+                statuses[i] = Status(Code.OK, rule, 0)
+            else:
+                statuses[i] = Status(
+                    Code.OVER_LIMIT, rule, cached.remaining, cached.reset_us, Result.LOCAL_CACHE_HIT
+                )
+        return True
+
+    async def _evaluate(self, hits: Sequence[Hit]) -> list[Outcome] | None:
+        """The store's outcomes, or None when it failed (failure modes then decide)."""
+        sent_at = self._cache.clock() if self._cache is not None else 0
+        try:
+            outcomes = await self.store.apply(hits)
+        except StoreError as exc:
+            self._log_failure(exc)
+            return None
+        if self._cache is not None:
+            self._remember_rejections(hits, outcomes, sent_at)
+        return outcomes
+
+    def _remember_rejections(
+        self, hits: Sequence[Hit], outcomes: Sequence[Outcome], sent_at: int
+    ) -> None:
+        assert self._cache is not None
+        for hit, outcome in zip(hits, outcomes, strict=True):
+            # A key hit twice in one request was judged after the request's own (uncommitted)
+            # first hit, so its reset says nothing about a request on its own: skip it.
+            if outcome.admitted or hit.shadow or sum(h.key == hit.key for h in hits) > 1:
+                continue
+            self._cache.record(hit.key, hit.cost, outcome.remaining, outcome.reset_us, sent_at)
+
+    def _apply_outcomes(
+        self,
+        statuses: list[Status],
+        hit_at: Sequence[tuple[int, Limit, Rule]],
+        outcomes: Sequence[Outcome] | None,
+    ) -> None:
+        if outcomes is None and any(
+            rule.failure_mode is FailureMode.UNAVAILABLE for _, _, rule in hit_at
+        ):
+            raise StoreUnavailableError("the store is unavailable")
+        for n, (i, limit, rule) in enumerate(hit_at):
+            if outcomes is None:
+                if rule.failure_mode is FailureMode.DENY:
+                    statuses[i] = Status(
+                        Code.OVER_LIMIT, rule, 0, FAILURE_RETRY_US, Result.FAILURE_DENIED
+                    )
+                else:
+                    statuses[i] = Status(Code.OK, rule, 0, None, Result.FAILURE_ALLOWED)
+                continue
+            outcome = outcomes[n]
+            remaining = min(outcome.remaining, UNLIMITED_REMAINING)
+            if not outcome.admitted:
+                # A shadow rule reports what it would have done but never rejects.
+                code = Code.OK if rule.shadow_mode else Code.OVER_LIMIT
+                shadowed = rule.shadow_mode or self._shadow_mode
+                result = Result.SHADOW_OVER_LIMIT if shadowed else Result.OVER_LIMIT
+                statuses[i] = Status(code, rule, remaining, outcome.reset_us, result)
+            else:
+                near = remaining < self._near_fraction * limit.burst
+                result = Result.NEAR_LIMIT if near else Result.WITHIN_LIMIT
+                statuses[i] = Status(Code.OK, rule, remaining, outcome.reset_us, result)
+
+    def _log_failure(self, exc: StoreError) -> None:
+        now = time.monotonic()
+        if now - self._failure_log_at < _FAILURE_LOG_INTERVAL_S:
+            self._failures_unlogged += 1
+            return
+        log.warning(
+            "store_failure", error=str(exc), failure_modes_applied=1 + self._failures_unlogged
+        )
+        self._failure_log_at = now
+        self._failures_unlogged = 0

@@ -1,0 +1,77 @@
+"""Store keys for counters.
+
+A key names one counter: the domain, the request's descriptor entries, and the limit's
+identity (algorithm and parameters), so that a changed rule never reads another rule's state:
+
+    rl:{<domain>:<key1>=<value1>}:<algorithm>:<per_unit>/<unit s>:<burst>[:<key>=<value>]...
+
+- Unambiguous: every component is percent-escaped for the separators (`% : = { } # ~`), so no
+  two distinct descriptors produce the same key whatever their values contain.
+- Bounded: a hash tag or tail longer than its budget is replaced by `#` and a 128-bit BLAKE2b
+  digest of the escaped text (`#` never appears unescaped, so digests cannot collide with
+  plain text).
+- Cluster-friendly: the `{...}` hash tag holds the domain and first entry (usually the
+  tenant), so all of a tenant's counters share one Redis Cluster slot.
+- Shared wildcard counters (`share_threshold`) use `~<pattern>` in place of `=<value>`.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import re
+from collections.abc import Sequence
+
+from ratelimitd.config.model import Limit
+
+DEFAULT_PREFIX = "rl:"
+TAG_BUDGET = 96
+TAIL_BUDGET = 160
+
+_SPECIAL = re.compile(r"[%:={}#~\x00-\x1f\x7f]")
+
+
+def _escape_char(match: re.Match[str]) -> str:
+    return "".join(f"%{byte:02X}" for byte in match.group().encode())
+
+
+def escape(text: str) -> str:
+    """Percent-escape the characters keys use as separators."""
+    return _SPECIAL.sub(_escape_char, text) if _SPECIAL.search(text) else text
+
+
+def _bounded(text: str, budget: int) -> str:
+    if len(text) <= budget:
+        return text
+    return "#" + hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
+
+
+def _entry(key: str, value: str, shared_pattern: str | None) -> str:
+    if shared_pattern is not None:
+        return f"{escape(key)}~{escape(shared_pattern)}"
+    return f"{escape(key)}={escape(value)}"
+
+
+@functools.lru_cache(maxsize=65_536)  # hot tenants' keys are built once, not per request
+def counter_key(
+    domain: str,
+    entries: Sequence[tuple[str, str]],
+    limit: Limit,
+    algorithm_tag: str,
+    shared: Sequence[str | None] | None = None,
+    prefix: str = DEFAULT_PREFIX,
+) -> str:
+    """The store key of the counter for `entries` under `limit` in `domain`.
+
+    `shared[i]`, when given and not None, is the wildcard pattern whose matches share one
+    counter, used in place of entry i's value.
+    """
+    parts = [
+        _entry(key, value, shared[i] if shared else None) for i, (key, value) in enumerate(entries)
+    ]
+    tag = _bounded(f"{escape(domain)}:{parts[0]}", TAG_BUDGET)
+    identity = f"{algorithm_tag}:{limit.requests_per_unit}/{limit.unit.seconds}:{limit.burst}"
+    key = f"{prefix}{{{tag}}}:{identity}"
+    if len(parts) > 1:
+        key = f"{key}:{_bounded(':'.join(parts[1:]), TAIL_BUDGET)}"
+    return key

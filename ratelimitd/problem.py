@@ -1,0 +1,48 @@
+"""An `application/problem+json` body (RFC 9457) for OVER_LIMIT answers, which Envoy sends as
+the 429's body: which limits were exceeded and when to retry."""
+
+from __future__ import annotations
+
+import enum
+import json
+from collections.abc import Sequence
+
+from ratelimitd.headers import whole_seconds
+from ratelimitd.messages import Code, Status
+
+CONTENT_TYPE = "application/problem+json"
+
+
+class BodyMode(enum.Enum):
+    """What body an OVER_LIMIT answer carries."""
+
+    NONE = "none"
+    PROBLEM_JSON = "problem-json"
+
+
+def problem_json(statuses: Sequence[Status], retry_after_s: int) -> bytes:
+    """The body describing the exceeded limits of an OVER_LIMIT decision."""
+    limits = []
+    for status in statuses:
+        if status.code is not Code.OVER_LIMIT or status.rule is None:
+            continue
+        entry: dict[str, object] = {"name": status.rule.name or status.rule.full_key}
+        if status.rule.limit is not None:
+            entry |= {
+                "requests_per_unit": status.rule.limit.requests_per_unit,
+                "unit": status.rule.limit.unit.name.lower(),
+                "remaining": status.remaining,
+                "reset_seconds": whole_seconds(status.reset_us or 0),
+            }
+        limits.append(entry)
+    names = ", ".join(f"'{entry['name']}'" for entry in limits)
+    plural = "s" if len(limits) != 1 else ""
+    document = {
+        "type": "about:blank",
+        "title": "Too Many Requests",
+        "status": 429,
+        "detail": f"Rate limit{plural} {names} exceeded; retry in {retry_after_s} s.",
+        "retry_after_seconds": retry_after_s,
+        "limits": limits,
+    }
+    return json.dumps(document, separators=(",", ":")).encode()

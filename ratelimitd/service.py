@@ -1,0 +1,95 @@
+"""One worker's service, whatever the transport: its config, store, engine, readiness, HTTP
+endpoints and config reloader."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import structlog
+
+from ratelimitd import admin
+from ratelimitd.config.errors import InvalidConfigError
+from ratelimitd.config.loader import load_config
+from ratelimitd.config.model import Config, Defaults
+from ratelimitd.config.watch import ConfigReloader
+from ratelimitd.engine import Engine
+from ratelimitd.overlimit_cache import OverLimitCache
+from ratelimitd.settings import Settings
+from ratelimitd.storage import factory
+from ratelimitd.storage.base import Store
+from ratelimitd.storage.breaker import CircuitBreaker
+from ratelimitd.transports.http import Routes
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(slots=True)
+class Service:
+    """What a transport serves."""
+
+    engine: Engine
+    readiness: admin.Readiness
+    routes: Routes  # every endpoint, for --http-addr
+    public_routes: Routes  # what the asgi transport's gRPC port serves besides gRPC
+    reloader: ConfigReloader  # started and stopped by the transport, like the listeners
+
+
+def build_store(settings: Settings) -> Store:
+    """The store --redis-url names (redis, rediss, redis+sentinel, redis+cluster), otherwise
+    the in-memory store, behind a circuit breaker; ValueError, naming the problem, for a bad
+    URL."""
+    store = factory.build_store(settings.redis_url, timeout=settings.redis_timeout)
+    if settings.redis_url is None:
+        return store  # the memory store cannot fail
+    return CircuitBreaker(
+        store, threshold=settings.breaker_threshold, cooldown_s=settings.breaker_cooldown
+    )
+
+
+def _defaults(settings: Settings) -> Defaults:
+    return Defaults(settings.default_algorithm, settings.failure_mode)
+
+
+def load(settings: Settings) -> Config | None:
+    """The configured rules, or None after logging every error."""
+    try:
+        return load_config(settings.config, _defaults(settings))
+    except InvalidConfigError as exc:
+        for error in exc.errors:
+            log.error("config_error", error=str(error))
+        return None
+
+
+def build(settings: Settings, config: Config, store: Store) -> Service:
+    """The engine and endpoints for `config` on `store`, and the reloader that replaces the
+    engine's config when the files change."""
+    # Only a shared store makes a round trip worth saving.
+    cache = (
+        OverLimitCache(settings.local_cache_size)
+        if settings.redis_url and settings.local_cache_size
+        else None
+    )
+    engine = Engine(
+        config,
+        store,
+        header_mode=settings.response_headers,
+        body_mode=settings.over_limit_body,
+        key_prefix=settings.key_prefix,
+        shadow_mode=settings.shadow_mode,
+        near_limit_ratio=settings.near_limit_ratio,
+        over_limit_cache=cache,
+    )
+    readiness = admin.Readiness()
+
+    def apply(new: Config) -> None:
+        engine.config = new
+
+    return Service(
+        engine,
+        readiness,
+        admin.routes(engine, readiness),
+        admin.routes(engine, readiness, admin=False),
+        ConfigReloader(
+            settings.config, _defaults(settings), config, apply, settings.config_poll_interval
+        ),
+    )

@@ -1,0 +1,212 @@
+"""Redis Cluster store: counters spread over the cluster's primaries by hash slot, evaluated
+by the same scripts as on a single Redis, one script call per slot.
+
+Requests submitted in one event-loop tick are batched. Each request's hits are grouped by
+hash slot, and each slot gets one request-script call evaluating the batch's parts in it, in
+request order. All calls go out in one pipeline: one write per node, all nodes at once.
+
+- A request whose keys share one slot (the usual case: keys carry the domain and first
+  descriptor entry as hash tag) is atomic and all-or-nothing, as on a single Redis.
+- A request spanning slots is evaluated and committed per slot, each part all-or-nothing in
+  its slot. If any part is rejected, the parts admitted in other slots are refunded (one
+  lua/refund.lua call per slot, in a second pipeline), so the request consumes nothing. Its
+  outcomes are what a single Redis reports for a rejected request: each hit's own verdict,
+  and the remaining and reset of the counter as it was before the request. Those are read
+  by a zero-cost shadow copy of each part, evaluated just before the part in the same
+  script call, so they are exact.
+- Until the refund lands (one round trip later), the refunded cost counts against its
+  counters: a request evaluated in between, including a later one of the same batch, sees
+  less capacity than a single Redis would show it, so under contention cross-slot
+  rejections can cause extra rejections. Refunds are the algorithms' inverses (lua/),
+  exact for the windows; a token bucket's or GCRA's gives up to the refunded cost back early
+  if, within that round trip, the counter filled up (bucket) or went idle (GCRA) and other
+  requests used it. A refunded token bucket is re-based at the evaluation time, so a later
+  answer can round 1 us differently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.crc import key_slot
+from redis.exceptions import NoScriptError, RedisClusterException, RedisError
+
+from ratelimitd.algorithms import Hit, Outcome
+from ratelimitd.storage.base import StoreError
+from ratelimitd.storage.batching import TickBatcher
+from ratelimitd.storage.clock import Clock
+from ratelimitd.storage.redis import ScriptRunner, decode
+
+_ERRORS = (RedisError, RedisClusterException, OSError, TimeoutError)
+
+# Where a request's part went: its slot, its position in that slot's script call, and the
+# indices of its hits in the request.
+Placement = tuple[int, int, list[int]]
+
+
+class ClusterStore:
+    """Counters in a Redis Cluster (see the module docstring for the semantics).
+
+    `clock` exists for tests only: it replaces Redis TIME as the scripts' notion of now.
+    """
+
+    def __init__(
+        self,
+        nodes: Sequence[tuple[str, int]],
+        *,
+        timeout: float = 0.05,
+        username: str | None = None,
+        password: str | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        self._client = RedisCluster(
+            startup_nodes=[ClusterNode(host, port) for host, port in nodes],
+            username=username,
+            password=password,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            # Fail fast and let the rules' failure modes answer: redis-py's own retries
+            # sleep a quarter of a second between attempts, far beyond any sensible timeout.
+            retry=Retry(NoBackoff(), 0),
+        )
+        self._scripts = ScriptRunner(clock)
+        self._batcher = TickBatcher(self._send)
+        # Pipelines sent: one per batch, one more for its refunds, one more after a node
+        # lost the scripts.
+        self.round_trips = 0
+
+    async def apply(self, hits: Sequence[Hit]) -> list[Outcome]:
+        """Evaluate and commit one request's hits; raise StoreError on failure."""
+        return await self._batcher.submit(hits)
+
+    async def _send(self, requests: list[Sequence[Hit]]) -> list[list[Outcome]]:
+        calls: dict[int, list[Sequence[Hit]]] = {}  # slot -> the parts its script evaluates
+        placements = [_place(hits, calls) for hits in requests]
+        slots = list(calls)
+        replies = await self._evalsha([self._scripts.request_call(calls[s]) for s in slots])
+        decoded = {s: decode(calls[s], reply) for s, reply in zip(slots, replies, strict=True)}
+        refunds: dict[int, list[tuple[Hit, int]]] = {}
+        results = [
+            _settle(hits, placed, decoded, refunds)
+            for hits, placed in zip(requests, placements, strict=True)
+        ]
+        if refunds:
+            await self._evalsha([self._scripts.refund_call(r) for r in refunds.values()])
+        return results
+
+    async def _evalsha(self, calls: list[list[Any]]) -> list[Any]:
+        """Run script calls, each within one slot, in one pipeline; their replies in order."""
+        replies = await self._pipeline(calls)
+        lost = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+        if lost:
+            # A node restarted, failed over or flushed its script cache. A failed call did
+            # nothing, so load the scripts on every primary and send those calls again.
+            await self._load_scripts()
+            for i, reply in zip(lost, await self._pipeline([calls[i] for i in lost]), strict=True):
+                replies[i] = reply
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise _store_error(reply) from reply
+        return replies
+
+    async def _pipeline(self, calls: list[list[Any]]) -> list[Any]:
+        self.round_trips += 1
+        pipe = self._client.pipeline()
+        for call in calls:
+            pipe.execute_command("EVALSHA", *call)
+        try:
+            return await pipe.execute(raise_on_error=False)
+        except _ERRORS as exc:
+            if isinstance(exc, RedisCluster.ERRORS_ALLOW_RETRY):
+                # A node is unreachable or the cluster changed: forget the slot map, so the
+                # next call asks the cluster again (what redis-py's own retry would do).
+                await self._client.aclose()
+            raise _store_error(exc) from exc
+
+    async def _load_scripts(self) -> None:
+        scripts = (self._scripts.request, self._scripts.refund)
+        try:
+            # SCRIPT LOAD goes to every primary.
+            await asyncio.gather(*(self._client.script_load(s.source) for s in scripts))
+        except _ERRORS as exc:
+            raise _store_error(exc) from exc
+
+    async def ping(self) -> bool:
+        """True when every primary answers PING within the timeout."""
+        try:
+            return bool(
+                await self._client.execute_command("PING", target_nodes=RedisCluster.PRIMARIES)
+            )
+        except _ERRORS:
+            return False
+
+    async def close(self) -> None:
+        """Close every node's connections."""
+        await self._client.aclose()
+
+
+def _place(hits: Sequence[Hit], calls: dict[int, list[Sequence[Hit]]]) -> list[Placement]:
+    """Append the parts of one request to the script calls of their slots."""
+    by_slot: dict[int, list[int]] = {}
+    for i, hit in enumerate(hits):
+        by_slot.setdefault(key_slot(hit.key.encode()), []).append(i)
+    if len(by_slot) == 1:
+        slot = next(iter(by_slot))
+        parts = calls.setdefault(slot, [])
+        parts.append(hits)
+        return [(slot, len(parts) - 1, by_slot[slot])]
+    placed = []
+    for slot, indices in by_slot.items():
+        parts = calls.setdefault(slot, [])
+        part = [hits[i] for i in indices]
+        # The peek: at no cost and never rejecting, it reads the counters as the part finds
+        # them, which is what the request reports if another part rejects it.
+        parts.append([hit._replace(cost=0, shadow=True) for hit in part])
+        parts.append(part)
+        placed.append((slot, len(parts) - 1, indices))
+    return placed
+
+
+def _settle(
+    hits: Sequence[Hit],
+    placed: list[Placement],
+    decoded: dict[int, list[list[Outcome]]],
+    refunds: dict[int, list[tuple[Hit, int]]],
+) -> list[Outcome]:
+    """The request's outcomes from its parts' replies; adds what to give back to `refunds`."""
+    if len(placed) == 1:
+        slot, at, _ = placed[0]
+        return decoded[slot][at]
+    judged: dict[int, tuple[Outcome, Outcome]] = {}  # hit index -> (evaluated, peeked)
+    admitted_parts: list[tuple[int, list[int]]] = []
+    rejected = False
+    for slot, at, indices in placed:
+        part_rejected = False
+        for i, outcome, peek in zip(indices, decoded[slot][at], decoded[slot][at - 1], strict=True):
+            judged[i] = (outcome, peek)
+            part_rejected |= not outcome.admitted and not hits[i].shadow
+        if part_rejected:
+            rejected = True
+        else:
+            admitted_parts.append((slot, indices))
+    if not rejected:
+        return [judged[i][0] for i in range(len(hits))]
+    for slot, indices in admitted_parts:
+        for i in indices:
+            outcome = judged[i][0]
+            if outcome.admitted and hits[i].cost > 0:
+                refunds.setdefault(slot, []).append((hits[i], outcome.reset_us))
+    # As a single Redis reports a rejected request (algorithms.base.evaluate_hits).
+    return [
+        Outcome(o.admitted, p.remaining, p.reset_us if o.admitted else o.reset_us)
+        for o, p in (judged[i] for i in range(len(hits)))
+    ]
+
+
+def _store_error(exc: BaseException) -> StoreError:
+    return StoreError(f"redis cluster: {exc.__class__.__name__}: {exc}")

@@ -1,0 +1,64 @@
+"""In-memory store for a single process: exact, atomic (no await between read and write),
+and bounded by expiring each counter once it is indistinguishable from a fresh one."""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Sequence
+
+from ratelimitd.algorithms import ALGORITHMS, Hit, Outcome, evaluate_hits
+from ratelimitd.algorithms.base import State
+from ratelimitd.storage.clock import Clock, wall_clock_us
+
+# Expired entries removed per apply(): amortises cleanup without long pauses.
+_SWEEP_PER_CALL = 16
+
+
+class MemoryStore:
+    """Counters in a dict; time from an injectable clock (microseconds)."""
+
+    def __init__(self, clock: Clock = wall_clock_us) -> None:
+        self._clock = clock
+        self._states: dict[str, tuple[State, int]] = {}  # key -> (state, expires_at_us)
+        # One heap entry per live key, possibly stale; re-pushed with the key's real expiry.
+        self._expiry: list[tuple[int, str]] = []
+
+    def __len__(self) -> int:
+        return len(self._states)
+
+    async def apply(self, hits: Sequence[Hit]) -> list[Outcome]:
+        """Evaluate and commit one request's hits; see algorithms.base.evaluate_hits."""
+        now = self._clock()
+        self._sweep(now)
+        states = self._states
+
+        def load(key: str) -> State | None:
+            entry = states.get(key)
+            return None if entry is None or entry[1] <= now else entry[0]
+
+        outcomes, writes = evaluate_hits(hits, now, load, ALGORITHMS)
+        for key, (state, ttl_us) in writes.items():
+            if key not in self._states:
+                heapq.heappush(self._expiry, (now + ttl_us, key))
+            self._states[key] = (state, now + ttl_us)
+        return outcomes
+
+    def _sweep(self, now: int) -> None:
+        for _ in range(_SWEEP_PER_CALL):
+            if not self._expiry or self._expiry[0][0] > now:
+                return
+            _, key = heapq.heappop(self._expiry)
+            entry = self._states.get(key)
+            if entry is None:
+                continue
+            if entry[1] <= now:
+                del self._states[key]
+            else:
+                heapq.heappush(self._expiry, (entry[1], key))
+
+    async def ping(self) -> bool:
+        """Always reachable."""
+        return True
+
+    async def close(self) -> None:
+        """Nothing to release."""

@@ -1,0 +1,1 @@
+"""Transports: decode requests for the engine and encode its decisions."""

@@ -1,0 +1,264 @@
+"""ASGI transport: gRPC unary over HTTP/2 (RLS and grpc.health.v1 Check) and the HTTP
+endpoints, on one port, for an ASGI server that speaks HTTP/2 with trailers — pyvoy, which
+runs the app inside Envoy (`--transport asgi`).
+
+`app` reads its settings from RATELIMITD_* environment variables in the ASGI lifespan
+startup, so the supervisor can start any number of Envoy processes on the same port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Awaitable, Callable, MutableMapping
+from http import HTTPStatus
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import structlog
+
+from ratelimitd import logs
+from ratelimitd.admin import Readiness
+from ratelimitd.config.watch import ConfigReloader
+from ratelimitd.service import Service, build, build_store, load
+from ratelimitd.settings import (
+    DRAIN_MARKER_ENV,
+    RELOAD_MARKER_ENV,
+    Settings,
+    settings_from_environment,
+    split_address,
+)
+from ratelimitd.storage.base import Store
+from ratelimitd.transports.grpc_status import (
+    DEADLINE_EXCEEDED,
+    INTERNAL,
+    MAX_MESSAGE_BYTES,
+    OK,
+    RESOURCE_EXHAUSTED,
+    GrpcError,
+    frame,
+    parse_timeout,
+    unframe,
+)
+from ratelimitd.transports.http import HttpServer, Response
+from ratelimitd.transports.rpc import HEALTH_METHOD, RLS_METHOD, Rpc
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+log = structlog.get_logger(__name__)
+
+# Sent unchanged on every call: built once.
+_GRPC_START = {
+    "type": "http.response.start",
+    "status": 200,
+    "headers": [(b"content-type", b"application/grpc")],
+    "trailers": True,
+}
+_OK_TRAILERS = {
+    "type": "http.response.trailers",
+    "headers": [(b"grpc-status", b"0")],
+    "more_trailers": False,
+}
+
+
+def grpc_timeout(scope: Scope) -> float | None:
+    """The call's deadline in seconds from its grpc-timeout header, if any."""
+    for name, value in scope["headers"]:
+        if name == b"grpc-timeout":
+            return parse_timeout(value)
+    return None
+
+
+async def read_body(receive: Receive, limit: int) -> bytes | None:
+    """The whole request body, or None when it exceeds `limit` bytes."""
+    message = await receive()
+    if not message.get("more_body", False):  # the usual case: the whole body at once
+        body: bytes = message.get("body", b"")
+        return body if len(body) <= limit else None
+    chunks = []
+    size = 0
+    while True:
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+        message = await receive()
+
+
+async def stop_serving_when_created(marker: Path, readiness: Readiness) -> None:
+    """Turn not-ready (health NOT_SERVING, /healthcheck 503) once `marker` exists."""
+    # A file is the one signal that reaches the app inside Envoy; a stat is cheap.
+    while not marker.exists():  # noqa: ASYNC110, ASYNC240
+        await asyncio.sleep(0.1)
+    readiness.serving = False
+    log.info("draining", pid=os.getpid())
+
+
+def _read_marker(marker: Path) -> bytes | None:
+    try:
+        return marker.read_bytes()
+    except FileNotFoundError:
+        return None
+
+
+async def reload_when_rewritten(marker: Path, reloader: ConfigReloader) -> None:
+    """Reload the config each time `marker`'s contents change: the supervisor's SIGHUP, which
+    Envoy keeps for itself (and the app's loop does not run on the main thread, where Python
+    handles signals)."""
+    contents = _read_marker(marker)
+    while True:
+        await asyncio.sleep(0.1)
+        previous, contents = contents, _read_marker(marker)
+        if contents != previous:
+            reloader.request()
+
+
+class RateLimitApp:
+    """The ASGI application; one instance per process, set up by the lifespan protocol."""
+
+    def __init__(self, environ: MutableMapping[str, str] = os.environ) -> None:
+        self._environ = environ
+        self._service: Service | None = None
+        self._rpc: Rpc | None = None
+        self._store: Store | None = None
+        self._admin: HttpServer | None = None
+        self._drain_watch: asyncio.Future[None] | None = None
+        self._reload_watch: asyncio.Future[None] | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            path = scope["path"]
+            rpc = self._rpc
+            if path == RLS_METHOD and rpc is not None:
+                await self._grpc(scope, receive, send, rpc.should_rate_limit)
+            elif path == HEALTH_METHOD and rpc is not None:
+                await self._grpc(scope, receive, send, rpc.health_check)
+            else:
+                await self._http(scope, receive, send)
+        elif scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+
+    # -- gRPC -------------------------------------------------------------------------------
+
+    async def _grpc(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        method: Callable[[bytes], Awaitable[bytes]],
+    ) -> None:
+        status, message, payload = OK, "", b""
+        try:
+            body = await read_body(receive, MAX_MESSAGE_BYTES)
+            if body is None:
+                raise GrpcError(
+                    RESOURCE_EXHAUSTED, f"request larger than {MAX_MESSAGE_BYTES} bytes"
+                )
+            timeout = grpc_timeout(scope)
+            if timeout is None:
+                payload = frame(await method(unframe(body)))
+            else:
+                # Checked after the call rather than with a timer per call: the store bounds
+                # the call's duration itself (--redis-timeout), and an answer after the
+                # deadline must not pass for a valid one.
+                loop = asyncio.get_running_loop()
+                deadline = loop.time() + timeout
+                payload = frame(await method(unframe(body)))
+                if loop.time() > deadline:
+                    raise GrpcError(DEADLINE_EXCEEDED, "deadline exceeded")
+        except GrpcError as exc:
+            status, message, payload = exc.status, str(exc), b""
+        except Exception:
+            log.exception("grpc_call_failed", path=scope["path"])
+            status, message = INTERNAL, "internal error"
+        await send(_GRPC_START)
+        await send({"type": "http.response.body", "body": payload, "more_body": False})
+        if status == OK:
+            await send(_OK_TRAILERS)
+            return
+        trailers = [(b"grpc-status", str(status).encode())]
+        trailers.append((b"grpc-message", quote(message, safe=" ").encode()))
+        await send({"type": "http.response.trailers", "headers": trailers, "more_trailers": False})
+
+    # -- HTTP endpoints ---------------------------------------------------------------------
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        body = await read_body(receive, MAX_MESSAGE_BYTES)
+        if self._service is None:
+            response = Response(HTTPStatus.SERVICE_UNAVAILABLE, b"starting\n")
+        elif body is None:
+            response = Response(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, b"body too large\n")
+        else:
+            response = await self._service.public_routes.dispatch(
+                scope["method"], scope["path"], body
+            )
+        headers = [(b"content-type", response.content_type.encode())]
+        headers += [(k.encode(), v.encode()) for k, v in response.headers]
+        await send({"type": "http.response.start", "status": response.status, "headers": headers})
+        await send({"type": "http.response.body", "body": response.body, "more_body": False})
+
+    # -- lifespan ---------------------------------------------------------------------------
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self._start(settings_from_environment(self._environ))
+                except (OSError, RuntimeError, ValueError, SystemExit) as exc:
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self._stop()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _start(self, settings: Settings) -> None:
+        logs.configure(settings.log_level, settings.log_format)
+        config = load(settings)
+        if config is None:
+            raise RuntimeError("invalid config")
+        self._store = build_store(settings)
+        service = build(settings, config, self._store)
+        host, port = split_address(settings.http_addr)
+        self._admin = HttpServer(service.routes, host, port)
+        await self._admin.start()
+        self._service = service
+        self._rpc = Rpc(service.engine, service.readiness)
+        service.readiness.serving = True
+        marker = self._environ.get(DRAIN_MARKER_ENV)
+        if marker:
+            self._drain_watch = asyncio.ensure_future(
+                stop_serving_when_created(Path(marker), service.readiness)
+            )
+        service.reloader.start()
+        reload_marker = self._environ.get(RELOAD_MARKER_ENV)
+        if reload_marker:
+            self._reload_watch = asyncio.ensure_future(
+                reload_when_rewritten(Path(reload_marker), service.reloader)
+            )
+        log.info("worker_serving", transport="asgi", pid=os.getpid(), http_addr=settings.http_addr)
+
+    async def _stop(self) -> None:
+        if self._drain_watch is not None:
+            self._drain_watch.cancel()
+        if self._reload_watch is not None:
+            self._reload_watch.cancel()
+        if self._service is not None:
+            self._service.readiness.serving = False
+            await self._service.reloader.stop()
+        if self._admin is not None:
+            await self._admin.stop()
+        if self._store is not None:
+            await self._store.close()
+
+
+app = RateLimitApp()

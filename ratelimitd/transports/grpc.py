@@ -1,0 +1,92 @@
+"""gRPC transport (grpc.aio): RateLimitService, grpc.health.v1 (Check and Watch) and server
+reflection."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from ratelimitd.admin import Readiness
+from ratelimitd.engine import Engine
+from ratelimitd.settings import Tls
+from ratelimitd.transports.grpc_status import MAX_MESSAGE_BYTES, GrpcError
+from ratelimitd.transports.rpc import HEALTH_SERVICES, RLS_SERVICE, Rpc
+
+_STATUS_CODES = {code.value[0]: code for code in grpc.StatusCode}
+
+Method = Callable[[bytes], Awaitable[bytes]]
+
+
+def _unary(method: Method) -> grpc.RpcMethodHandler[bytes, bytes]:
+    """A handler taking the raw request bytes, so a malformed message is INVALID_ARGUMENT."""
+
+    async def handle(data: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
+        try:
+            return await method(data)
+        except GrpcError as exc:
+            await context.abort(_STATUS_CODES[exc.status], str(exc))
+            raise  # abort() raises; this keeps type checkers content
+
+    return grpc.unary_unary_rpc_method_handler(handle)
+
+
+class GrpcTransport:
+    """The grpc.aio server with its health service, started and stopped with the process."""
+
+    def __init__(
+        self, engine: Engine, readiness: Readiness, address: str, tls: Tls | None = None
+    ) -> None:
+        self.address = address
+        self.server = grpc.aio.server(
+            options=[
+                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                # Every worker process binds the same address.
+                ("grpc.so_reuseport", 1),
+            ]
+        )
+        rpc = Rpc(engine, readiness)
+        self.server.add_generic_rpc_handlers(
+            [
+                grpc.method_handlers_generic_handler(
+                    RLS_SERVICE, {"ShouldRateLimit": _unary(rpc.should_rate_limit)}
+                )
+            ]
+        )
+        self.health = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        reflection.enable_server_reflection(
+            [RLS_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME], self.server
+        )
+        if tls is None:
+            self.port = self.server.add_insecure_port(address)
+        else:
+            client_ca = tls.client_ca.read_bytes() if tls.client_ca else None
+            credentials = grpc.ssl_server_credentials(
+                [(tls.key.read_bytes(), tls.cert.read_bytes())],
+                root_certificates=client_ca,
+                require_client_auth=client_ca is not None,
+            )
+            self.port = self.server.add_secure_port(address, credentials)
+
+    async def start(self) -> None:
+        """Start serving and report SERVING for the overall server and the RLS service."""
+        await self.server.start()
+        await self.set_serving(True)
+
+    async def set_serving(self, serving: bool) -> None:
+        """Flip the gRPC health status of "" and the RLS service."""
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if serving
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for service in HEALTH_SERVICES:
+            await self.health.set(service, status)
+
+    async def stop(self, grace: float) -> None:
+        """Stop accepting calls and give in-flight ones `grace` seconds to finish."""
+        await self.set_serving(False)
+        await self.server.stop(grace)

@@ -1,0 +1,58 @@
+"""A store and the fake clock it reads, driven synchronously, for behaviour tests that run
+unchanged against every store."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import redis
+
+from ratelimitd.algorithms import Hit, Outcome
+from ratelimitd.config.model import Limit, Unit
+from ratelimitd.storage.clock import FakeClock
+from ratelimitd.storage.memory import MemoryStore
+from ratelimitd.storage.redis import RedisStore
+
+S = 1_000_000  # microseconds per second
+
+
+def limit(
+    algorithm: str, per_unit: int, unit: Unit = Unit.MINUTE, burst: int | None = None
+) -> Limit:
+    """A Limit whose burst defaults to per_unit, as the loader builds it."""
+    return Limit(algorithm, per_unit, unit, per_unit if burst is None else burst)
+
+
+class Driver:
+    """A store plus the clock it reads, with synchronous calls for readable tests."""
+
+    def __init__(
+        self,
+        store: MemoryStore | RedisStore,
+        clock: FakeClock,
+        run: Callable[[Coroutine[Any, Any, list[Outcome]]], list[Outcome]],
+        redis_client: redis.Redis | None,
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self._run = run
+        self.redis = redis_client
+
+    def apply(self, *hits: Hit) -> list[Outcome]:
+        return self._run(self.store.apply(hits))
+
+    def hit(self, key: str, limit: Limit, cost: int = 1) -> Outcome:
+        return self.apply(Hit(key, limit, cost))[0]
+
+    def stored_keys(self) -> int:
+        if self.redis is not None:
+            return int(self.redis.dbsize())
+        assert isinstance(self.store, MemoryStore)
+        return len(self.store)
+
+    def to_window_start(self, unit: Unit, offset_s: float = 0.0) -> None:
+        """Advance the clock to the next start of a `unit` window (plus `offset_s`)."""
+        unit_us = unit.seconds * S
+        self.clock.advance(us=unit_us - self.clock.now_us % unit_us)
+        self.clock.advance(offset_s)
