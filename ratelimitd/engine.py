@@ -8,7 +8,7 @@ headers. Knows nothing of gRPC, HTTP or Redis clients.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import structlog
@@ -23,7 +23,6 @@ from ratelimitd.messages import (
     Code,
     Decision,
     Descriptor,
-    InvalidRequestError,
     Request,
     Result,
     Status,
@@ -32,32 +31,21 @@ from ratelimitd.messages import (
 from ratelimitd.overlimit_cache import OverLimitCache
 from ratelimitd.problem import BodyMode
 from ratelimitd.storage.base import Store, StoreError
+from ratelimitd.validation import DEFAULT_REQUEST_LIMITS, RequestLimits, validate
 
 log = structlog.get_logger(__name__)
 
 OK_STATUS = Status(Code.OK)
 # Plans of this many distinct requests are kept (then all dropped and rebuilt as they come).
 PLAN_CACHE_SIZE = 10_000
+# Only requests up to this size get a cached plan (Envoy's are a few hundred bytes).
+PLAN_CACHE_MAX_REQUEST_BYTES = 2048
 # As the reference's NEAR_LIMIT_RATIO: near once 80% of a limit is used.
 DEFAULT_NEAR_LIMIT_RATIO = 0.8
 # A rule denying because the store failed asks the client to retry after this long.
 FAILURE_RETRY_US = 1_000_000
 # At most one store-failure log line per this many seconds; the rest are counted.
 _FAILURE_LOG_INTERVAL_S = 1.0
-
-
-def validate(request: Request) -> None:
-    """Raise InvalidRequestError when the request cannot be answered meaningfully."""
-    if not request.domain:
-        raise InvalidRequestError("domain must not be empty")
-    if not request.descriptors:
-        raise InvalidRequestError("at least one descriptor is required")
-    for i, descriptor in enumerate(request.descriptors):
-        if not descriptor.entries:
-            raise InvalidRequestError(f"descriptor {i} has no entries")
-        for j, (key, _) in enumerate(descriptor.entries):
-            if not key:
-                raise InvalidRequestError(f"descriptor {i} entry {j} has an empty key")
 
 
 class Plan(NamedTuple):
@@ -83,8 +71,9 @@ class Engine:
         near_limit_ratio: float = DEFAULT_NEAR_LIMIT_RATIO,
         body_mode: BodyMode = BodyMode.NONE,
         over_limit_cache: OverLimitCache | None = None,
+        request_limits: RequestLimits = DEFAULT_REQUEST_LIMITS,
     ) -> None:
-        self._plans: dict[Hashable, Plan] = {}
+        self._plans: dict[bytes, Plan] = {}
         self.config = config
         self.store = store
         self._header_mode = header_mode
@@ -92,6 +81,7 @@ class Engine:
         self._shadow_mode = shadow_mode
         self._body_mode = body_mode
         self._cache = over_limit_cache
+        self._request_limits = request_limits
         # A limit is near when fewer than this share of its capacity remains.
         self._near_fraction = 1.0 - near_limit_ratio
         self._failure_log_at = 0.0
@@ -109,20 +99,21 @@ class Engine:
 
     async def should_rate_limit(self, request: Request) -> Decision:
         """Decide one request; raise InvalidRequestError for malformed input."""
-        return await self.decide(self.plan_for(request, lambda: request))
+        return await self.decide(self._plan(request))
 
-    def plan_for(self, key: Hashable, request: Callable[[], Request]) -> Plan:
-        """The plan of the request `key` stands for, built from `request()` the first time.
-
-        Transports key plans by the request's serialized bytes, so a repeated request skips
-        decoding as well as matching. Raises InvalidRequestError for malformed input.
+    def plan_for(self, data: bytes, request: Callable[[], Request]) -> Plan:
+        """The plan of the request serialized as `data`, built from `request()` the first
+        time: a repeated request skips decoding as well as matching. Raises
+        InvalidRequestError for malformed input.
         """
-        plan = self._plans.get(key)
+        plan = self._plans.get(data)
         if plan is None:
             plan = self._plan(request())
-            if len(self._plans) >= PLAN_CACHE_SIZE:
-                self._plans.clear()  # cheaper than LRU bookkeeping on every hit
-            self._plans[key] = plan
+            # Large requests are rare and would make the cache's memory grow with their size.
+            if len(data) <= PLAN_CACHE_MAX_REQUEST_BYTES:
+                if len(self._plans) >= PLAN_CACHE_SIZE:
+                    self._plans.clear()  # cheaper than LRU bookkeeping on every hit
+                self._plans[data] = plan
         return plan
 
     async def decide(self, plan: Plan) -> Decision:
@@ -144,7 +135,7 @@ class Engine:
 
     def _plan(self, request: Request) -> Plan:
         """What the config makes of a request, before any counter is read."""
-        validate(request)
+        validate(request, self._request_limits)
         domain = self._config.domains.get(request.domain)
         if domain is None:
             return Plan((OK_STATUS,) * len(request.descriptors), (), ())

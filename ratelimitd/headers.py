@@ -67,7 +67,8 @@ def sf_string(text: str) -> str:
     return '"' + "".join(out) + '"'
 
 
-@functools.cache
+# Bounded: requests' limit overrides make new limits without end.
+@functools.lru_cache(maxsize=4096)
 def _quota_policy(limit: Limit, name: str | None) -> str:
     """`, <requests_per_unit>;w=<window>[;name="..."][;burst=<capacity>]` for one limit."""
     policy = f", {limit.requests_per_unit};w={limit.unit.seconds}"

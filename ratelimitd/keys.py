@@ -52,7 +52,11 @@ def _entry(key: str, value: str, shared_pattern: str | None) -> str:
     return f"{escape(key)}={escape(value)}"
 
 
-@functools.lru_cache(maxsize=65_536)  # hot tenants' keys are built once, not per request
+# Entries longer than this in all are not cached: the cache's memory stays bounded however
+# long the values a client sends.
+_CACHED_ENTRIES_CHARS = 512
+
+
 def counter_key(
     domain: str,
     entries: Sequence[tuple[str, str]],
@@ -66,6 +70,19 @@ def counter_key(
     `shared[i]`, when given and not None, is the wildcard pattern whose matches share one
     counter, used in place of entry i's value.
     """
+    if sum(len(key) + len(value) for key, value in entries) <= _CACHED_ENTRIES_CHARS:
+        return _cached_counter_key(domain, entries, limit, algorithm_tag, shared, prefix)
+    return _counter_key(domain, entries, limit, algorithm_tag, shared, prefix)
+
+
+def _counter_key(
+    domain: str,
+    entries: Sequence[tuple[str, str]],
+    limit: Limit,
+    algorithm_tag: str,
+    shared: Sequence[str | None] | None,
+    prefix: str,
+) -> str:
     parts = [
         _entry(key, value, shared[i] if shared else None) for i, (key, value) in enumerate(entries)
     ]
@@ -75,3 +92,7 @@ def counter_key(
     if len(parts) > 1:
         key = f"{key}:{_bounded(':'.join(parts[1:]), TAIL_BUDGET)}"
     return key
+
+
+# Hot tenants' keys are built once, not on every plan.
+_cached_counter_key = functools.lru_cache(maxsize=16_384)(_counter_key)

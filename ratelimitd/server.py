@@ -77,6 +77,7 @@ async def serve_grpc(settings: Settings, config: Config, store: Store) -> int:
                 running_service.readiness,
                 settings.grpc_addr,
                 settings.tls(),
+                settings.max_request_bytes,
             )
             await grpc_transport.start()
             running.push_async_callback(grpc_transport.stop, settings.drain_timeout)

@@ -38,7 +38,11 @@ def build_store(settings: Settings) -> Store:
     """The store --redis-url names (redis, rediss, redis+sentinel, redis+cluster), otherwise
     the in-memory store, behind a circuit breaker; ValueError, naming the problem, for a bad
     URL."""
-    store = factory.build_store(settings.redis_url, timeout=settings.redis_timeout)
+    store = factory.build_store(
+        settings.redis_url,
+        timeout=settings.redis_timeout,
+        memory_max_keys=settings.memory_max_keys,
+    )
     if settings.redis_url is None:
         return store  # the memory store cannot fail
     return CircuitBreaker(
@@ -78,6 +82,7 @@ def build(settings: Settings, config: Config, store: Store) -> Service:
         shadow_mode=settings.shadow_mode,
         near_limit_ratio=settings.near_limit_ratio,
         over_limit_cache=cache,
+        request_limits=settings.request_limits(),
     )
     readiness = admin.Readiness()
 

@@ -17,6 +17,9 @@ from ratelimitd.engine import DEFAULT_NEAR_LIMIT_RATIO
 from ratelimitd.headers import HeaderMode
 from ratelimitd.keys import DEFAULT_PREFIX
 from ratelimitd.problem import BodyMode
+from ratelimitd.storage.memory import DEFAULT_MAX_KEYS
+from ratelimitd.transports.grpc_status import MAX_MESSAGE_BYTES
+from ratelimitd.validation import DEFAULT_REQUEST_LIMITS, RequestLimits
 
 ENV_PREFIX = "RATELIMITD_"
 # Internal, set by the supervisor for ASGI workers: a file whose appearance means "drain now"
@@ -74,6 +77,12 @@ class Settings:
     transport: Transport = Transport.ASGI  # bench/RESULTS.md: several times grpc.aio's rate
     workers: int | None = None  # None: one per CPU with Redis, one with the memory store
     local_cache_size: int = 100_000
+    memory_max_keys: int = DEFAULT_MAX_KEYS
+    max_request_bytes: int = MAX_MESSAGE_BYTES
+    max_descriptors: int = DEFAULT_REQUEST_LIMITS.max_descriptors
+    max_entries: int = DEFAULT_REQUEST_LIMITS.max_entries
+    max_key_length: int = DEFAULT_REQUEST_LIMITS.max_key_length
+    max_value_length: int = DEFAULT_REQUEST_LIMITS.max_value_length
 
     @property
     def worker_count(self) -> int:
@@ -81,6 +90,12 @@ class Settings:
         if self.workers is not None:
             return self.workers
         return (os.cpu_count() or 1) if self.redis_url else 1
+
+    def request_limits(self) -> RequestLimits:
+        """The bounds every request is checked against."""
+        return RequestLimits(
+            self.max_descriptors, self.max_entries, self.max_key_length, self.max_value_length
+        )
 
     def tls(self) -> Tls | None:
         """The gRPC port's TLS files, or None for plaintext; ValueError if incomplete."""
@@ -320,6 +335,26 @@ def add_serve_arguments(parser: argparse.ArgumentParser, environ: Mapping[str, s
         defaults.local_cache_size,
         type=_count(0),
     )
+    option(
+        "--memory-max-keys",
+        "counters the in-memory store keeps at most (then drops the one due to expire first)",
+        defaults.memory_max_keys,
+        type=_count(1),
+    )
+    option(
+        "--max-request-bytes",
+        "largest serialized RateLimitRequest taken (larger: RESOURCE_EXHAUSTED)",
+        defaults.max_request_bytes,
+        type=_count(1),
+    )
+    for flag, what in (
+        ("--max-descriptors", "descriptors per request"),
+        ("--max-entries", "entries per descriptor"),
+        ("--max-key-length", "characters of an entry key or a domain"),
+        ("--max-value-length", "characters of an entry value"),
+    ):
+        default = getattr(defaults, flag[2:].replace("-", "_"))
+        option(flag, f"most {what} taken (more: INVALID_ARGUMENT)", default, type=_count(1))
     levels = ("debug", "info", "warning", "error")
     option("--log-level", "log level", defaults.log_level, type=_one_of(*levels))
     option("--log-format", "json or console", defaults.log_format, type=_one_of("json", "console"))
@@ -356,6 +391,12 @@ def settings_from(args: argparse.Namespace, environ: Mapping[str, str]) -> Setti
         transport=args.transport,
         workers=args.workers,
         local_cache_size=args.local_cache_size,
+        memory_max_keys=args.memory_max_keys,
+        max_request_bytes=args.max_request_bytes,
+        max_descriptors=args.max_descriptors,
+        max_entries=args.max_entries,
+        max_key_length=args.max_key_length,
+        max_value_length=args.max_value_length,
     )
 
 

@@ -65,6 +65,12 @@ def test_every_flag_reads_its_environment_variable() -> None:
         "RATELIMITD_TRANSPORT": "asgi",
         "RATELIMITD_WORKERS": "3",
         "RATELIMITD_LOCAL_CACHE_SIZE": "0",
+        "RATELIMITD_MEMORY_MAX_KEYS": "1000",
+        "RATELIMITD_MAX_REQUEST_BYTES": "4096",
+        "RATELIMITD_MAX_DESCRIPTORS": "8",
+        "RATELIMITD_MAX_ENTRIES": "4",
+        "RATELIMITD_MAX_KEY_LENGTH": "32",
+        "RATELIMITD_MAX_VALUE_LENGTH": "64",
     }
     assert parse([], environ) == Settings(
         config=("a.yaml", "dir"),
@@ -91,6 +97,12 @@ def test_every_flag_reads_its_environment_variable() -> None:
         transport=Transport.ASGI,
         workers=3,
         local_cache_size=0,
+        memory_max_keys=1000,
+        max_request_bytes=4096,
+        max_descriptors=8,
+        max_entries=4,
+        max_key_length=32,
+        max_value_length=64,
     )
     assert set(add_serve_arguments(argparse.ArgumentParser(), {})) == set(environ)
 

@@ -20,7 +20,7 @@ from urllib.parse import unquote
 from ratelimitd.storage.base import Store
 from ratelimitd.storage.clock import Clock, wall_clock_us
 from ratelimitd.storage.cluster import ClusterStore
-from ratelimitd.storage.memory import MemoryStore
+from ratelimitd.storage.memory import DEFAULT_MAX_KEYS, MemoryStore
 from ratelimitd.storage.redis import RedisStore
 from ratelimitd.storage.sentinel import SentinelStore
 
@@ -56,14 +56,21 @@ def redact(url: str) -> str:
     return f"{scheme}{sep}***@{location.rpartition('@')[2]}{slash}{path}"
 
 
-def build_store(url: str | None, *, timeout: float, clock: Clock | None = None) -> Store:
-    """The store `url` names, or the in-memory store for None. `timeout` bounds every Redis
-    call in seconds; `clock` (tests only) replaces Redis TIME, or the memory store's clock.
+def build_store(
+    url: str | None,
+    *,
+    timeout: float,
+    clock: Clock | None = None,
+    memory_max_keys: int = DEFAULT_MAX_KEYS,
+) -> Store:
+    """The store `url` names, or the in-memory store (of at most `memory_max_keys` counters)
+    for None. `timeout` bounds every Redis call in seconds; `clock` (tests only) replaces Redis
+    TIME, or the memory store's clock.
 
     Raises ValueError, naming the problem, for an unknown scheme or a malformed URL.
     """
     if url is None:
-        return MemoryStore(clock or wall_clock_us)
+        return MemoryStore(clock or wall_clock_us, memory_max_keys)
     scheme = _scheme(url)
     if scheme in _SINGLE:
         # redis-py would quietly use database 0 for a path that is not a number.

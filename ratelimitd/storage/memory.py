@@ -1,5 +1,7 @@
 """In-memory store for a single process: exact, atomic (no await between read and write),
-and bounded by expiring each counter once it is indistinguishable from a fresh one."""
+and bounded: each counter expires once it is indistinguishable from a fresh one, and past
+`max_keys` live counters the one due to expire first is dropped (as Redis' volatile-ttl
+eviction would), so clients sending endless distinct values cannot exhaust memory."""
 
 from __future__ import annotations
 
@@ -12,13 +14,16 @@ from ratelimitd.storage.clock import Clock, wall_clock_us
 
 # Expired entries removed per apply(): amortises cleanup without long pauses.
 _SWEEP_PER_CALL = 16
+# Live counters kept at most by default: a few hundred MB at worst.
+DEFAULT_MAX_KEYS = 1_000_000
 
 
 class MemoryStore:
     """Counters in a dict; time from an injectable clock (microseconds)."""
 
-    def __init__(self, clock: Clock = wall_clock_us) -> None:
+    def __init__(self, clock: Clock = wall_clock_us, max_keys: int = DEFAULT_MAX_KEYS) -> None:
         self._clock = clock
+        self._max_keys = max_keys
         self._states: dict[str, tuple[State, int]] = {}  # key -> (state, expires_at_us)
         # One heap entry per live key, possibly stale; re-pushed with the key's real expiry.
         self._expiry: list[tuple[int, str]] = []
@@ -41,6 +46,8 @@ class MemoryStore:
             if key not in self._states:
                 heapq.heappush(self._expiry, (now + ttl_us, key))
             self._states[key] = (state, now + ttl_us)
+        if len(self._states) > self._max_keys:
+            self._evict()
         return outcomes
 
     def _sweep(self, now: int) -> None:
@@ -55,6 +62,17 @@ class MemoryStore:
                 del self._states[key]
             else:
                 heapq.heappush(self._expiry, (entry[1], key))
+
+    def _evict(self) -> None:
+        while len(self._states) > self._max_keys:
+            due, key = heapq.heappop(self._expiry)
+            entry = self._states.get(key)
+            if entry is None:
+                continue
+            if entry[1] > due:  # written since it was queued: queue it at its real expiry
+                heapq.heappush(self._expiry, (entry[1], key))
+            else:
+                del self._states[key]
 
     async def ping(self) -> bool:
         """Always reachable."""

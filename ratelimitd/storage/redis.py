@@ -33,7 +33,8 @@ def script_source(driver: str = REQUEST_DRIVER) -> str:
     return "\n".join(parts)
 
 
-@functools.cache
+# Bounded: requests' limit overrides make new limits without end.
+@functools.lru_cache(maxsize=4096)
 def _limit_tokens(limit: Limit) -> str:
     return f"{limit.algorithm} {limit.requests_per_unit} {limit.unit_us} {limit.burst}"
 

@@ -32,6 +32,7 @@ from ratelimitd.settings import (
 from ratelimitd.storage.base import Store
 from ratelimitd.transports.grpc_status import (
     DEADLINE_EXCEEDED,
+    FRAME_PREFIX_BYTES,
     INTERNAL,
     MAX_MESSAGE_BYTES,
     OK,
@@ -131,6 +132,7 @@ class RateLimitApp:
         self._admin: HttpServer | None = None
         self._drain_watch: asyncio.Future[None] | None = None
         self._reload_watch: asyncio.Future[None] | None = None
+        self._max_request_bytes = MAX_MESSAGE_BYTES  # --max-request-bytes once started
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -156,11 +158,10 @@ class RateLimitApp:
     ) -> None:
         status, message, payload = OK, "", b""
         try:
-            body = await read_body(receive, MAX_MESSAGE_BYTES)
+            limit = self._max_request_bytes
+            body = await read_body(receive, limit + FRAME_PREFIX_BYTES)
             if body is None:
-                raise GrpcError(
-                    RESOURCE_EXHAUSTED, f"request larger than {MAX_MESSAGE_BYTES} bytes"
-                )
+                raise GrpcError(RESOURCE_EXHAUSTED, f"request larger than {limit} bytes")
             timeout = grpc_timeout(scope)
             if timeout is None:
                 payload = frame(await method(unframe(body)))
@@ -233,6 +234,7 @@ class RateLimitApp:
         await self._admin.start()
         self._service = service
         self._rpc = Rpc(service.engine, service.readiness)
+        self._max_request_bytes = settings.max_request_bytes
         service.readiness.serving = True
         marker = self._environ.get(DRAIN_MARKER_ENV)
         if marker:

@@ -37,12 +37,17 @@ class GrpcTransport:
     """The grpc.aio server with its health service, started and stopped with the process."""
 
     def __init__(
-        self, engine: Engine, readiness: Readiness, address: str, tls: Tls | None = None
+        self,
+        engine: Engine,
+        readiness: Readiness,
+        address: str,
+        tls: Tls | None = None,
+        max_request_bytes: int = MAX_MESSAGE_BYTES,
     ) -> None:
         self.address = address
         self.server = grpc.aio.server(
             options=[
-                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.max_receive_message_length", max_request_bytes),
                 # Every worker process binds the same address.
                 ("grpc.so_reuseport", 1),
             ]

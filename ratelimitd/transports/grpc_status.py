@@ -15,8 +15,10 @@ UNIMPLEMENTED = 12
 INTERNAL = 13
 UNAVAILABLE = 14
 
-# Requests larger than this are refused before decoding.
+# Requests larger than this are refused before decoding (--max-request-bytes).
 MAX_MESSAGE_BYTES = 1 << 20
+# A gRPC message on the wire: a compressed flag byte and a 4-byte length, then the message.
+FRAME_PREFIX_BYTES = 5
 
 _TIMEOUT = re.compile(rb"(\d{1,8})([HMSmun])")
 _TIMEOUT_UNITS = {b"H": 3600.0, b"M": 60.0, b"S": 1.0, b"m": 1e-3, b"u": 1e-6, b"n": 1e-9}
@@ -45,10 +47,10 @@ def frame(payload: bytes) -> bytes:
 
 def unframe(body: bytes) -> bytes:
     """The single message of a unary request body."""
-    if len(body) < 5:
+    if len(body) < FRAME_PREFIX_BYTES:
         raise GrpcError(INVALID_ARGUMENT, "request body is not a gRPC message")
     if body[0] != 0:
         raise GrpcError(UNIMPLEMENTED, "compressed messages are not supported")
-    if int.from_bytes(body[1:5], "big") != len(body) - 5:
+    if int.from_bytes(body[1:FRAME_PREFIX_BYTES], "big") != len(body) - FRAME_PREFIX_BYTES:
         raise GrpcError(INVALID_ARGUMENT, "request must hold exactly one gRPC message")
-    return body[5:]
+    return body[FRAME_PREFIX_BYTES:]
