@@ -8,6 +8,7 @@ from http import HTTPStatus
 
 from google.protobuf import json_format
 
+from ratelimitd import metrics
 from ratelimitd.config.model import Config, Rule
 from ratelimitd.engine import Engine
 from ratelimitd.messages import Code, InvalidRequestError, StoreUnavailableError
@@ -72,8 +73,9 @@ def routes(engine: Engine, readiness: Readiness, *, admin: bool = True) -> Route
 
     async def decide(body: bytes) -> Response:
         try:
-            message = json_format.Parse(body, rls_pb2.RateLimitRequest())
-            decision = await engine.should_rate_limit(rls_codec.decode(message))
+            with metrics.counted() as call:
+                message = json_format.Parse(body, rls_pb2.RateLimitRequest())
+                decision = await call.decide(engine, engine.plan(rls_codec.decode(message)))
         except json_format.ParseError as exc:
             return text(HTTPStatus.BAD_REQUEST, f"invalid RateLimitRequest JSON: {exc}")
         except InvalidRequestError as exc:
@@ -85,8 +87,12 @@ def routes(engine: Engine, readiness: Readiness, *, admin: bool = True) -> Route
         answer = json_format.MessageToJson(response, indent=None)
         return Response(status, answer.encode() + b"\n", JSON)
 
+    async def show_metrics(_: bytes) -> Response:
+        return Response(HTTPStatus.OK, metrics.exposition(), metrics.CONTENT_TYPE)
+
     table.add("GET", "/healthcheck", healthcheck)
     table.add("POST", "/json", decide)
     if admin:
         table.add("GET", "/rlconfig", show_config)
+        table.add("GET", "/metrics", show_metrics)
     return table

@@ -48,13 +48,24 @@ FAILURE_RETRY_US = 1_000_000
 _FAILURE_LOG_INTERVAL_S = 1.0
 
 
+def values(entries: tuple[tuple[str, str], ...]) -> str:
+    """A descriptor's entries as `key_value.key_value` (a key alone when its value is empty),
+    as the reference names per-value stats."""
+    return ".".join(f"{key}_{value}" if value else key for key, value in entries)
+
+
 class Plan(NamedTuple):
     """A request as the config sees it: statuses known without counters (no limit,
-    unlimited, replaced), and the hits to evaluate with the status index each fills."""
+    unlimited, replaced), and the hits to evaluate with the status index each fills.
 
+    `domain` is the request's domain if the config has it; `details` holds, per descriptor,
+    its values as `key_value.key_value` when its rule asks for per-value metrics."""
+
+    domain: str | None
     statuses: tuple[Status, ...]
     hits: tuple[Hit, ...]
     hit_at: tuple[tuple[int, Limit, Rule], ...]
+    details: tuple[str | None, ...]
 
 
 class Engine:
@@ -99,7 +110,7 @@ class Engine:
 
     async def should_rate_limit(self, request: Request) -> Decision:
         """Decide one request; raise InvalidRequestError for malformed input."""
-        return await self.decide(self._plan(request))
+        return await self.decide(self.plan(request))
 
     def plan_for(self, data: bytes, request: Callable[[], Request]) -> Plan:
         """The plan of the request serialized as `data`, built from `request()` the first
@@ -108,7 +119,7 @@ class Engine:
         """
         plan = self._plans.get(data)
         if plan is None:
-            plan = self._plan(request())
+            plan = self.plan(request())
             # Large requests are rare and would make the cache's memory grow with their size.
             if len(data) <= PLAN_CACHE_MAX_REQUEST_BYTES:
                 if len(self._plans) >= PLAN_CACHE_SIZE:
@@ -133,12 +144,13 @@ class Engine:
         body = problem.problem_json(statuses, headers.retry_after_s(statuses))
         return Decision(Code.OVER_LIMIT, tuple(statuses), fields, body)
 
-    def _plan(self, request: Request) -> Plan:
-        """What the config makes of a request, before any counter is read."""
+    def plan(self, request: Request) -> Plan:
+        """What the config makes of a request, before any counter is read; raises
+        InvalidRequestError for malformed input."""
         validate(request, self._request_limits)
         domain = self._config.domains.get(request.domain)
         if domain is None:
-            return Plan((OK_STATUS,) * len(request.descriptors), (), ())
+            return Plan(None, (OK_STATUS,) * len(request.descriptors), (), (), ())
         matched = [self._rule_for(domain, d) for d in request.descriptors]
         replaced = set().union(*(m.rule.replaces for m in matched if m is not None))
         statuses: list[Status] = [OK_STATUS] * len(matched)
@@ -162,14 +174,18 @@ class Engine:
             )
             hits.append(Hit(key, rule.limit, cost, rule.shadow_mode))
             hit_at.append((i, rule.limit, rule))
-        return Plan(tuple(statuses), tuple(hits), tuple(hit_at))
+        details = tuple(
+            values(d.entries) if m is not None and m.rule.detailed_metric else None
+            for d, m in zip(request.descriptors, matched, strict=True)
+        )
+        return Plan(domain.name, tuple(statuses), tuple(hits), tuple(hit_at), details)
 
     def _rule_for(self, domain: Domain, descriptor: Descriptor) -> Match | None:
         override = descriptor.limit
         if override is None:
             return match(domain.root, descriptor.entries)
         # Envoy's per-descriptor override replaces config matching (for a known domain).
-        path = ".".join(f"{k}_{v}" if v else k for k, v in descriptor.entries)
+        path = values(descriptor.entries)
         per_unit = override.requests_per_unit
         limit = Limit(domain.defaults.algorithm, per_unit, override.unit, per_unit)
         rule = Rule(

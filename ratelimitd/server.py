@@ -48,10 +48,9 @@ async def serve(settings: Settings) -> int:
         return 1
     if settings.transport is Transport.ASGI or workers > 1:
         await store.close()
-        if settings.transport is not Transport.ASGI:
-            return await supervise(grpc_starter(settings), workers)
+        starter = asgi_starter if settings.transport is Transport.ASGI else grpc_starter
         with tempfile.TemporaryDirectory(prefix="ratelimitd-") as scratch:
-            return await supervise(asgi_starter(settings, Path(scratch) / "draining"), workers)
+            return await supervise(starter(settings, Path(scratch)), workers)
     return await serve_grpc(settings, config, store)
 
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import structlog
 
-from ratelimitd import admin
+from ratelimitd import admin, metrics
 from ratelimitd.config.errors import InvalidConfigError
 from ratelimitd.config.loader import load_config
 from ratelimitd.config.model import Config, Defaults
@@ -88,6 +88,9 @@ def build(settings: Settings, config: Config, store: Store) -> Service:
 
     def apply(new: Config) -> None:
         engine.config = new
+        metrics.config_loaded(new.digest, len(new.rules))
+
+    metrics.config_loaded(config.digest, len(config.rules))
 
     return Service(
         engine,

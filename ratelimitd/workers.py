@@ -18,6 +18,7 @@ from typing import Protocol
 import structlog
 from pyvoy import PyvoyServer
 
+from ratelimitd.metrics import MULTIPROC_ENV
 from ratelimitd.settings import (
     DRAIN_MARKER_ENV,
     ENV_PREFIX,
@@ -72,31 +73,40 @@ class _Subprocess:
                 await self._process.wait()
 
 
-def worker_environment(settings: Settings) -> dict[str, str]:
-    """The environment of a worker: ours, with the settings as RATELIMITD_* variables."""
+def worker_environment(settings: Settings, scratch: Path) -> dict[str, str]:
+    """The environment of a worker: ours, with the settings as RATELIMITD_* variables, and
+    the metrics directory all workers share (in `scratch`, which the supervisor removes)."""
     inherited = {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}
-    return inherited | settings.to_environment() | {f"{ENV_PREFIX}WORKERS": "1"}
+    metrics_dir = scratch / "metrics"
+    metrics_dir.mkdir(exist_ok=True)
+    return (
+        inherited
+        | settings.to_environment()
+        | {f"{ENV_PREFIX}WORKERS": "1", MULTIPROC_ENV: str(metrics_dir)}
+    )
 
 
-def grpc_starter(settings: Settings) -> Callable[[], Awaitable[Worker]]:
+def grpc_starter(settings: Settings, scratch: Path) -> Callable[[], Awaitable[Worker]]:
     """Starts one `ratelimitd serve` process with the grpc transport."""
+    environment = worker_environment(settings, scratch)
 
     async def start() -> Worker:
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "ratelimitd", "serve", env=worker_environment(settings)
+            sys.executable, "-m", "ratelimitd", "serve", env=environment
         )
         return _Subprocess(process, settings.drain_timeout + 5)
 
     return start
 
 
-def asgi_starter(settings: Settings, drain_marker: Path) -> Callable[[], Awaitable[Worker]]:
-    """Starts one Envoy process hosting the ASGI app (pyvoy); creating `drain_marker` tells
-    every worker's app to stop serving. Each worker also gets a reload marker of its own next
-    to it."""
+def asgi_starter(settings: Settings, scratch: Path) -> Callable[[], Awaitable[Worker]]:
+    """Starts one Envoy process hosting the ASGI app (pyvoy). Creating the drain marker in
+    `scratch` tells every worker's app to stop serving; each worker also gets a reload marker
+    of its own there."""
     host, port = split_address(settings.grpc_addr)
-    environment = worker_environment(settings) | {DRAIN_MARKER_ENV: str(drain_marker)}
-    reload_markers = (drain_marker.with_name(f"reload-{n}") for n in itertools.count())
+    drain_marker = scratch / "draining"
+    environment = worker_environment(settings, scratch) | {DRAIN_MARKER_ENV: str(drain_marker)}
+    reload_markers = (scratch / f"reload-{n}" for n in itertools.count())
 
     tls = settings.tls()
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import structlog
 
+from ratelimitd import metrics
 from ratelimitd.config.errors import InvalidConfigError
 from ratelimitd.config.loader import ContentDigest, discover, file_hash, load_config
 from ratelimitd.config.model import Config, Defaults
@@ -129,6 +130,7 @@ class ConfigReloader:
             self._apply(config)
             self.state.digest, self.state.loaded_at = config.digest, time.time()
             self.state.reloads["success"] += 1
+            metrics.config_reload(success=True)
             log.info(
                 "config_reloaded",
                 pid=os.getpid(),
@@ -138,6 +140,7 @@ class ConfigReloader:
             )
             return True
         self.state.reloads["failure"] += 1
+        metrics.config_reload(success=False)
         log.error("config_reload_failed", pid=os.getpid(), errors=errors)
         return False
 

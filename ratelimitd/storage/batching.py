@@ -8,8 +8,10 @@ server adds no latency, and there are no timers.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Sequence
 
+from ratelimitd import metrics
 from ratelimitd.algorithms import Hit, Outcome
 
 Send = Callable[[list[Sequence[Hit]]], Awaitable[list[list[Outcome]]]]
@@ -45,13 +47,16 @@ class TickBatcher:
         self, batch: list[tuple[Sequence[Hit], asyncio.Future[list[Outcome]]]]
     ) -> None:
         self.batches += 1
+        started = time.perf_counter()
         try:
             results = await self._send([hits for hits, _ in batch])
         except Exception as exc:  # every waiter gets the failure, whatever it is
+            metrics.store_call(time.perf_counter() - started, len(batch), exc.__cause__ or exc)
             for _, future in batch:
                 if not future.done():
                     future.set_exception(exc)
             return
+        metrics.store_call(time.perf_counter() - started, len(batch), None)
         for (_, future), outcomes in zip(batch, results, strict=True):
             if not future.done():
                 future.set_result(outcomes)

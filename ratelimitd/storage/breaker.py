@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 
 import structlog
 
+from ratelimitd import metrics
 from ratelimitd.algorithms import Hit, Outcome
 from ratelimitd.storage.base import Store, StoreError
 
@@ -71,6 +72,7 @@ class CircuitBreaker:
     def _set(self, state: BreakerState) -> None:
         if state is not self.state:
             log.warning("store_circuit", state=state.value, previous=self.state.value)
+            metrics.circuit(state.value)
             self.state = state
 
     async def ping(self) -> bool:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from google.protobuf.message import DecodeError
 from grpc_health.v1 import health_pb2
 
+from ratelimitd import metrics
 from ratelimitd.admin import Readiness
 from ratelimitd.engine import Engine
 from ratelimitd.messages import InvalidRequestError, StoreUnavailableError
@@ -31,10 +32,11 @@ class Rpc:
         if not self._readiness.serving:
             raise GrpcError(UNAVAILABLE, "not serving")
         try:
-            plan = self._engine.plan_for(
-                data, lambda: rls_codec.decode(rls_pb2.RateLimitRequest.FromString(data))
-            )
-            decision = await self._engine.decide(plan)
+            with metrics.counted() as call:
+                plan = self._engine.plan_for(
+                    data, lambda: rls_codec.decode(rls_pb2.RateLimitRequest.FromString(data))
+                )
+                decision = await call.decide(self._engine, plan)
         except DecodeError as exc:
             raise GrpcError(INVALID_ARGUMENT, f"malformed RateLimitRequest: {exc}") from exc
         except InvalidRequestError as exc:
