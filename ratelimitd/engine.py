@@ -131,18 +131,22 @@ class Engine:
         """Evaluate a request's plan against the store."""
         statuses = list(plan.statuses)
         hits, hit_at = plan.hits, plan.hit_at
+        store_s = 0.0
         if hits and not self._answer_from_cache(statuses, hits, hit_at):
-            self._apply_outcomes(statuses, hit_at, await self._evaluate(hits))
+            started = time.perf_counter()
+            outcomes = await self._evaluate(hits)
+            store_s = time.perf_counter() - started
+            self._apply_outcomes(statuses, hit_at, outcomes)
         # Global shadow mode: statuses keep their verdicts, the answer is OK (as the reference).
         over = not self._shadow_mode and any(s.code is Code.OVER_LIMIT for s in statuses)
         fields = headers.build(statuses, over, self._header_mode)
         if not over:
-            return Decision(Code.OK, tuple(statuses), fields)
-        if self._body_mode is BodyMode.NONE:
-            return Decision(Code.OVER_LIMIT, tuple(statuses), fields)
-        fields += (("Content-Type", problem.CONTENT_TYPE),)
-        body = problem.problem_json(statuses, headers.retry_after_s(statuses))
-        return Decision(Code.OVER_LIMIT, tuple(statuses), fields, body)
+            return Decision(Code.OK, tuple(statuses), fields, store_s=store_s)
+        body = b""
+        if self._body_mode is not BodyMode.NONE:
+            fields += (("Content-Type", problem.CONTENT_TYPE),)
+            body = problem.problem_json(statuses, headers.retry_after_s(statuses))
+        return Decision(Code.OVER_LIMIT, tuple(statuses), fields, body, store_s)
 
     def plan(self, request: Request) -> Plan:
         """What the config makes of a request, before any counter is read; raises

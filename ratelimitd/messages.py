@@ -88,3 +88,4 @@ class Decision(NamedTuple):
     statuses: tuple[Status, ...]
     response_headers: tuple[tuple[str, str], ...] = ()
     body: bytes = b""  # for Envoy to send as the 429's body
+    store_s: float = 0.0  # time spent waiting for the store

@@ -165,17 +165,18 @@ RECORDER = DecisionRecorder()
 class Call:
     """One ShouldRateLimit call being counted (see `counted`)."""
 
-    __slots__ = ("code", "domain")
+    __slots__ = ("code", "domain", "store_s")
 
     def __init__(self) -> None:
         self.domain: str | None = None
         self.code = "INTERNAL"
+        self.store_s = 0.0
 
     async def decide(self, engine: Engine, plan: Plan) -> Decision:
         """The engine's decision on `plan`, counted."""
         self.domain = plan.domain
         decision = await engine.decide(plan)
-        self.code = decision.code.name
+        self.code, self.store_s = decision.code.name, decision.store_s
         RECORDER.decision(decision, plan.details)
         return decision
 
@@ -190,9 +191,10 @@ _ERROR_CODES: tuple[tuple[type[BaseException], str], ...] = (
 
 
 @contextlib.contextmanager
-def counted() -> Iterator[Call]:
-    """Count one call and its duration: its code is the decision's, or the error's."""
-    call = Call()
+def counted(call: Call | None = None) -> Iterator[Call]:
+    """Count one call (`call`, or a new one) and its duration: its code is the decision's,
+    or the error's."""
+    call = call or Call()
     started = time.perf_counter()
     try:
         yield call

@@ -12,11 +12,12 @@ from pathlib import Path
 
 import structlog
 
-from ratelimitd import service
+from ratelimitd import service, tracing
 from ratelimitd.config.model import Config
 from ratelimitd.settings import Settings, Transport, split_address
 from ratelimitd.storage import factory
 from ratelimitd.storage.base import Store
+from ratelimitd.tracing import TRACER
 from ratelimitd.transports.grpc import GrpcTransport
 from ratelimitd.transports.http import HttpServer
 from ratelimitd.workers import asgi_starter, grpc_starter, supervise
@@ -33,6 +34,11 @@ async def serve(settings: Settings) -> int:
         settings.tls()
     except ValueError as exc:
         log.error("bad_tls_settings", error=str(exc))
+        return 1
+    try:
+        tracing.check(settings.tracing)
+    except RuntimeError as exc:
+        log.error("tracing_unavailable", error=str(exc))
         return 1
     try:
         # Built here so a bad URL stops the start once, not every worker over and over.
@@ -57,6 +63,7 @@ async def serve(settings: Settings) -> int:
 async def serve_grpc(settings: Settings, config: Config, store: Store) -> int:
     """One process serving gRPC (grpc.aio) and the HTTP endpoints until SIGTERM/SIGINT,
     reloading the config when its files change or on SIGHUP."""
+    TRACER.configure(settings.tracing)
     running_service = service.build(settings, config, store)
     reloader = running_service.reloader
     asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reloader.request)

@@ -18,6 +18,7 @@ from ratelimitd.headers import HeaderMode
 from ratelimitd.keys import DEFAULT_PREFIX
 from ratelimitd.problem import BodyMode
 from ratelimitd.storage.memory import DEFAULT_MAX_KEYS
+from ratelimitd.tracing import Exporter
 from ratelimitd.transports.grpc_status import MAX_MESSAGE_BYTES
 from ratelimitd.validation import DEFAULT_REQUEST_LIMITS, RequestLimits
 
@@ -74,6 +75,7 @@ class Settings:
     config_poll_interval: float = 1.0
     log_level: str = "info"
     log_format: str = "json"
+    tracing: Exporter = Exporter.OFF
     transport: Transport = Transport.ASGI  # bench/RESULTS.md: several times grpc.aio's rate
     workers: int | None = None  # None: one per CPU with Redis, one with the memory store
     local_cache_size: int = 100_000
@@ -358,6 +360,13 @@ def add_serve_arguments(parser: argparse.ArgumentParser, environ: Mapping[str, s
     levels = ("debug", "info", "warning", "error")
     option("--log-level", "log level", defaults.log_level, type=_one_of(*levels))
     option("--log-format", "json or console", defaults.log_format, type=_one_of("json", "console"))
+    option(
+        "--tracing",
+        "OpenTelemetry spans: off, otlp (to OTEL_EXPORTER_OTLP_ENDPOINT) or console (stdout); "
+        "needs the otel extra",
+        defaults.tracing,
+        type=_choice(Exporter),
+    )
     return variables
 
 
@@ -388,6 +397,7 @@ def settings_from(args: argparse.Namespace, environ: Mapping[str, str]) -> Setti
         config_poll_interval=args.config_poll_interval,
         log_level=args.log_level,
         log_format=args.log_format,
+        tracing=args.tracing,
         transport=args.transport,
         workers=args.workers,
         local_cache_size=args.local_cache_size,

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from tests.conftest import Ratelimitd, RatelimitdFactory, RedisServer
 OK = rls_pb2.RateLimitResponse.OK
 OVER_LIMIT = rls_pb2.RateLimitResponse.OVER_LIMIT
 MINUTE = rls_pb2.RateLimitResponse.RateLimit.MINUTE
+RLS_SERVICE = "envoy.service.ratelimit.v3.RateLimitService"
 
 CONFIG = """
 domain: edge
@@ -217,3 +219,18 @@ def test_reflection_describes_the_service(
         method = service.methods_by_name["ShouldRateLimit"]
         assert method.input_type.full_name == "envoy.service.ratelimit.v3.RateLimitRequest"
         assert [f.number for f in method.input_type.fields] == [1, 2, 3]
+
+
+def test_health_watch_streams_not_serving_at_sigterm(
+    ratelimitd: RatelimitdFactory, write_config: Callable[..., Path]
+) -> None:
+    server = ratelimitd(write_config(CONFIG))  # Watch (streaming): the grpc transport only
+    with grpc.insecure_channel(server.grpc_target) as channel:
+        request = health_pb2.HealthCheckRequest(
+            service="envoy.service.ratelimit.v3.RateLimitService"
+        )
+        updates = health_pb2_grpc.HealthStub(channel).Watch(request, timeout=20)
+        assert next(updates).status == health_pb2.HealthCheckResponse.SERVING
+        server.process.send_signal(signal.SIGTERM)
+        assert next(updates).status == health_pb2.HealthCheckResponse.NOT_SERVING
+    assert server.process.wait(timeout=20) == 0

@@ -23,6 +23,7 @@ from ratelimitd.settings import (
     split_address,
 )
 from ratelimitd.storage.factory import redact
+from ratelimitd.tracing import Exporter
 from tests.conftest import free_port, run_serve
 
 
@@ -62,6 +63,7 @@ def test_every_flag_reads_its_environment_variable() -> None:
         "RATELIMITD_CONFIG_POLL_INTERVAL": "0.25",
         "RATELIMITD_LOG_LEVEL": "debug",
         "RATELIMITD_LOG_FORMAT": "console",
+        "RATELIMITD_TRACING": "console",
         "RATELIMITD_TRANSPORT": "asgi",
         "RATELIMITD_WORKERS": "3",
         "RATELIMITD_LOCAL_CACHE_SIZE": "0",
@@ -94,6 +96,7 @@ def test_every_flag_reads_its_environment_variable() -> None:
         config_poll_interval=0.25,
         log_level="debug",
         log_format="console",
+        tracing=Exporter.CONSOLE,
         transport=Transport.ASGI,
         workers=3,
         local_cache_size=0,

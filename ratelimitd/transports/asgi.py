@@ -30,6 +30,7 @@ from ratelimitd.settings import (
     split_address,
 )
 from ratelimitd.storage.base import Store
+from ratelimitd.tracing import TRACER, from_pairs
 from ratelimitd.transports.grpc_status import (
     DEADLINE_EXCEEDED,
     FRAME_PREFIX_BYTES,
@@ -139,7 +140,10 @@ class RateLimitApp:
             path = scope["path"]
             rpc = self._rpc
             if path == RLS_METHOD and rpc is not None:
-                await self._grpc(scope, receive, send, rpc.should_rate_limit)
+                context = from_pairs(scope["headers"])
+                await self._grpc(
+                    scope, receive, send, lambda data: rpc.should_rate_limit(data, context)
+                )
             elif path == HEALTH_METHOD and rpc is not None:
                 await self._grpc(scope, receive, send, rpc.health_check)
             else:
@@ -227,6 +231,7 @@ class RateLimitApp:
         config = load(settings)
         if config is None:
             raise RuntimeError("invalid config")
+        TRACER.configure(settings.tracing)
         self._store = build_store(settings)
         service = build(settings, config, self._store)
         host, port = split_address(settings.http_addr)
