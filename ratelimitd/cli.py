@@ -7,7 +7,7 @@ import asyncio
 import os
 from collections.abc import Mapping, Sequence
 
-from ratelimitd import __version__, logs
+from ratelimitd import __version__, logs, reference_env
 from ratelimitd.config.loader import check_paths
 from ratelimitd.settings import add_serve_arguments, settings_from
 
@@ -31,6 +31,10 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
     """Entry point of the `ratelimitd` console script."""
     env = os.environ if environ is None else environ
+    reference = reference_env.translate(env)
+    # The reference's variables only fill in what RATELIMITD_* leaves unset (translate skips
+    # the rest), and flags win over both as over any environment variable.
+    env = {**reference.environ, **env}
     parser = build_parser(env)
     args = parser.parse_args(argv)
     if args.command == "check":
@@ -40,10 +44,13 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         if not errors:
             print(f"ok: {', '.join(args.paths)}")
         return 1 if errors else 0
+    if reference.errors:
+        parser.error("; ".join(reference.errors))
     settings = settings_from(args, env)
     if not settings.config:
-        parser.error("serve needs --config PATH (or RATELIMITD_CONFIG)")
+        parser.error("serve needs --config PATH (or RATELIMITD_CONFIG, or RUNTIME_ROOT)")
     logs.configure(settings.log_level, settings.log_format)
+    reference.log(settings.to_environment())  # after configure: in the chosen level and format
     # Imported here so that `check` starts without loading grpc and redis.
     from ratelimitd.server import serve
 

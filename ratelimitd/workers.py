@@ -18,6 +18,7 @@ from typing import Protocol
 import structlog
 from pyvoy import PyvoyServer
 
+from ratelimitd import reference_env
 from ratelimitd.metrics import MULTIPROC_ENV
 from ratelimitd.settings import (
     DRAIN_MARKER_ENV,
@@ -76,7 +77,12 @@ class _Subprocess:
 def worker_environment(settings: Settings, scratch: Path) -> dict[str, str]:
     """The environment of a worker: ours, with the settings as RATELIMITD_* variables, and
     the metrics directory all workers share (in `scratch`, which the supervisor removes)."""
-    inherited = {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}
+    # The settings carry everything: neither our variables nor the reference's are inherited.
+    inherited = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(ENV_PREFIX) and k not in reference_env.VARIABLES
+    }
     metrics_dir = scratch / "metrics"
     metrics_dir.mkdir(exist_ok=True)
     return (

@@ -27,6 +27,7 @@ import pytest
 import redis
 import redis.cluster
 
+from ratelimitd.reference_env import VARIABLES as REFERENCE_VARIABLES
 from ratelimitd.storage.clock import FakeClock
 from ratelimitd.storage.cluster import ClusterStore
 from ratelimitd.storage.memory import MemoryStore
@@ -249,10 +250,20 @@ def run(loop: asyncio.AbstractEventLoop) -> Callable[[Coroutine[Any, Any, T]], T
     return loop.run_until_complete
 
 
+def clean_environment() -> dict[str, str]:
+    """Our environment without the variables ratelimitd reads: RATELIMITD_* and the
+    reference's (a developer's REDIS_URL or PORT must not reach the servers under test)."""
+    return {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("RATELIMITD_") and k not in REFERENCE_VARIABLES
+    }
+
+
 def run_serve(*args: str) -> subprocess.CompletedProcess[str]:
     """Run `ratelimitd serve` to completion, for cases where it must refuse to start."""
     command = [sys.executable, "-m", "ratelimitd", "serve", *args]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RATELIMITD_")}
+    env = clean_environment()
     return subprocess.run(command, capture_output=True, text=True, cwd=REPO, env=env, timeout=30)
 
 
@@ -305,24 +316,36 @@ class RatelimitdFactory:
     ) -> Ratelimitd:
         paths = [config] if isinstance(config, str | Path) else list(config)
         grpc_port, http_port = free_port(), free_port()
-        command = [sys.executable, "-m", "ratelimitd", "serve"]
+        flags: list[str] = []
         for path in paths:
-            command += ["--config", str(path)]
-        command += [
+            flags += ["--config", str(path)]
+        flags += [
             "--grpc-addr",
             f"127.0.0.1:{grpc_port}",
             "--http-addr",
             f"127.0.0.1:{http_port}",
         ]
-        command += ["--transport", transport, "--workers", str(workers)]
+        flags += ["--transport", transport, "--workers", str(workers)]
         if redis_url:
-            command += ["--redis-url", redis_url]
+            flags += ["--redis-url", redis_url]
+        return self.launch([*flags, *args], grpc_port=grpc_port, http_port=http_port, wait=wait)
+
+    def launch(
+        self,
+        args: Sequence[str],
+        *,
+        grpc_port: int,
+        http_port: int,
+        env: Mapping[str, str] | None = None,
+        wait: bool = True,
+    ) -> Ratelimitd:
+        """Start `ratelimitd serve ARGS`, reachable on 127.0.0.1 at these ports (set by ARGS
+        or `env`), in the clean_environment() plus `env`."""
+        command = [sys.executable, "-m", "ratelimitd", "serve", *args]
         log = self.tmp / f"ratelimitd-{grpc_port}.log"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("RATELIMITD_")}
+        environ = clean_environment() | dict(env or {})
         with log.open("wb") as sink:
-            process = subprocess.Popen(
-                [*command, *args], stdout=sink, stderr=sink, env=env, cwd=REPO
-            )
+            process = subprocess.Popen(command, stdout=sink, stderr=sink, env=environ, cwd=REPO)
         server = Ratelimitd(grpc_port, http_port, process, log)
         self.started.append(server)
         if wait:
