@@ -1,8 +1,10 @@
 """YAML files and directories -> a validated, immutable Config.
 
 The format is envoyproxy/ratelimit's, unchanged, plus optional per-rule extensions
-(`algorithm`, `burst`, `failure_mode`). Every problem is reported with its file and line, and
-all problems of all files are reported at once rather than stopping at the first.
+(`algorithm`, `burst`, `failure_mode`) and per-tenant quotas (`tenant_key`, `plans`,
+`default_plan`, `tenants`; a file of only `domain` and `tenants` adds to another's). Every
+problem is reported with its file and line, and all problems of all files are reported at
+once rather than stopping at the first.
 """
 
 from __future__ import annotations
@@ -18,8 +20,10 @@ from typing import Any
 import yaml
 
 from ratelimitd.algorithms import ALGORITHMS
+from ratelimitd.config import plans
 from ratelimitd.config.errors import ConfigError, InvalidConfigError
 from ratelimitd.config.model import (
+    MAX_REFILL_SECONDS,
     Config,
     Defaults,
     Domain,
@@ -34,6 +38,7 @@ from ratelimitd.config.model import (
 )
 
 CONFIG_SUFFIXES = (".yaml", ".yml")
+MAX_ERRORS = 100  # reported at most, then how many more
 UINT32_MAX = 2**32 - 1
 
 _YamlLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -43,10 +48,22 @@ _INT_TAG = "tag:yaml.org,2002:int"
 _FLOAT_TAG = "tag:yaml.org,2002:float"
 _BOOL_TAG = "tag:yaml.org,2002:bool"
 
-TOP_FIELDS = ("domain", "descriptors", "defaults")
+# Per-tenant quotas (config/plans.py).
+QUOTA_FIELDS = ("tenant_key", "plans", "default_plan", "tenants")
+TOP_FIELDS = ("domain", "descriptors", "defaults", *QUOTA_FIELDS)
+# A file of only these extends the domain another file defines (a generated tenant list).
+TENANT_LIST_FIELDS = ("domain", "tenants")
+PLAN_FIELDS = ("extends", "rate_limit", "descriptors", "shadow_mode", "detailed_metric")
+TENANT_FIELDS = ("plan", "overrides")
+OVERRIDE_FIELDS = (
+    "unit",
+    "requests_per_unit",
+    "burst",
+    "algorithm",
+    "failure_mode",
+    "unlimited",
+)
 DEFAULTS_FIELDS = ("algorithm", "failure_mode")
-# A bucket may take at most this long to refill; it also keeps every store computation exact.
-MAX_REFILL_SECONDS = 10 * 365 * 86_400
 DESCRIPTOR_FIELDS = (
     "key",
     "value",
@@ -140,8 +157,7 @@ def load_config(
         errors.append(
             ConfigError(", ".join(map(str, paths)) or "--config", None, "no config files")
         )
-    domains: dict[str, Domain] = {}
-    rules: list[Rule] = []
+    parsers: list[_FileParser] = []
     digest = ContentDigest()
     for path in files:
         parser = _FileParser(str(path), defaults or Defaults())
@@ -152,22 +168,15 @@ def load_config(
             errors.append(ConfigError(str(path), None, f"cannot read file: {exc}"))
             continue
         digest.add(str(path), file_hash(data))
-        domain = parser.parse(text)
+        if parser.read(text):
+            parsers.append(parser)
         errors.extend(parser.errors)
-        if domain is None:
-            continue
-        first = domains.get(domain.name)
-        if first is not None:
-            errors.append(
-                ConfigError(
-                    domain.source.file,
-                    domain.source.line,
-                    f"duplicate domain '{domain.name}' (already defined at {first.source})",
-                )
-            )
-            continue
-        domains[domain.name] = domain
-        rules.extend(parser.rules)
+    domains, rules = _build_domains(parsers, errors)
+    if len(errors) > MAX_ERRORS:
+        # A generated tenant list can fail on every line: the first ones say what is wrong.
+        rest = errors[MAX_ERRORS:]
+        errors = errors[:MAX_ERRORS]
+        errors.append(ConfigError(rest[0].file, None, f"{len(rest)} more errors not shown"))
     if errors:
         raise InvalidConfigError(errors)
     return Config(
@@ -176,6 +185,57 @@ def load_config(
         files=tuple(str(f) for f in files),
         digest=digest.hexdigest(),
     )
+
+
+def _build_domains(
+    parsers: Sequence[_FileParser], errors: list[ConfigError]
+) -> tuple[dict[str, Domain], list[Rule]]:
+    """Each domain from the file that defines it, with the tenants of the tenant lists (files
+    of only `domain` and `tenants`) for it added."""
+    main: dict[str, _FileParser] = {}
+    tenant_lists: dict[str, list[_FileParser]] = {}
+    for parser in parsers:
+        if parser.is_tenant_list:
+            tenant_lists.setdefault(parser.domain, []).append(parser)
+            continue
+        first = main.get(parser.domain)
+        if first is not None:
+            errors.append(
+                ConfigError(
+                    parser.file,
+                    parser.domain_source.line,
+                    f"duplicate domain '{parser.domain}' (already defined at "
+                    f"{first.domain_source})",
+                )
+            )
+            reported = len(parser.errors)
+            parser.build()  # for the errors of its own, reported all at once as always
+            errors.extend(parser.errors[reported:])
+            continue
+        main[parser.domain] = parser
+    domains: dict[str, Domain] = {}
+    rules: list[Rule] = []
+    for name, lists in tenant_lists.items():
+        if name not in main:
+            for parser in lists:
+                errors.append(
+                    ConfigError(
+                        parser.file,
+                        parser.domain_source.line,
+                        f"tenants for domain '{name}', but no file defines its plans",
+                    )
+                )
+    for name, parser in main.items():
+        extra: list[plans.TenantSpec] = []
+        for other in tenant_lists.get(name, ()):
+            reported = len(other.errors)  # those of reading it are in already
+            extra += other.tenant_specs()
+            errors.extend(other.errors[reported:])
+        reported = len(parser.errors)
+        domains[name] = parser.build(extra)
+        errors.extend(parser.errors[reported:])
+        rules.extend(parser.rules)
+    return domains, rules
 
 
 def check_paths(paths: Sequence[str | os.PathLike[str]]) -> list[ConfigError]:
@@ -204,8 +264,14 @@ class _FileParser:
         self.errors: list[ConfigError] = []
         self.rules: list[Rule] = []
         self._constructor = yaml.constructor.SafeConstructor()
+        self.domain = ""
+        self.domain_source = Source(file, 0)
+        self._fields: dict[str, yaml.Node] = {}
+        # While a plan is built: its name and the full key of its root, to name its limits.
+        self._plan_root: tuple[str, str] | None = None
 
-    def parse(self, text: str) -> Domain | None:
+    def read(self, text: str) -> bool:
+        """Parse the file's top level and its domain name; False (with errors) if unusable."""
         try:
             # Only the first document counts, as in the reference.
             node = next(iter(yaml.compose_all(text, Loader=_YamlLoader)), None)
@@ -213,29 +279,267 @@ class _FileParser:
             mark = exc.problem_mark or exc.context_mark
             problem = exc.problem or exc.context or "invalid YAML"
             self._error_at(mark.line + 1 if mark else None, f"YAML syntax error: {problem}")
-            return None
+            return False
         except yaml.YAMLError as exc:
             self._error_at(None, f"YAML syntax error: {exc}")
-            return None
+            return False
         if node is None or node.tag == _NULL_TAG:
             self._error_at(None, "empty file: expected a mapping with 'domain' and 'descriptors'")
-            return None
+            return False
         fields = self._mapping(node, TOP_FIELDS, "the top level")
         if fields is None:
-            return None
+            return False
         domain_node = fields.get("domain")
         if domain_node is None:
             self._error(node, "missing 'domain'")
-            return None
+            return False
         name = self._string(domain_node, "domain")
         if not name:
             if isinstance(domain_node, yaml.ScalarNode):
                 self._error(domain_node, "'domain' must not be empty")
-            return None
+            return False
+        self.domain, self.domain_source, self._fields = name, self._source(domain_node), fields
+        return True
+
+    @property
+    def is_tenant_list(self) -> bool:
+        """Whether the file only lists tenants of a domain another file defines."""
+        return "tenants" in self._fields and set(self._fields) <= set(TENANT_LIST_FIELDS)
+
+    def build(self, extra_tenants: Sequence[plans.TenantSpec] = ()) -> Domain:
+        """The file's domain, with the tenants of other files added to its own."""
+        fields, name = self._fields, self.domain
         if "defaults" in fields:
             self.defaults = self._defaults(fields["defaults"])
         root = self._level(fields.get("descriptors"), name, name)
-        return Domain(name, root, self._source(domain_node), self.defaults)
+        if extra_tenants or any(f in fields for f in QUOTA_FIELDS):
+            self._add_tenants(root, list(extra_tenants))
+        return Domain(name, root, self.domain_source, self.defaults)
+
+    # -- plans and tenants -----------------------------------------------------------------
+
+    def _add_tenants(self, root: dict[str, KeyIndex], extra: list[plans.TenantSpec]) -> None:
+        """Expand plans and tenants into the `(tenant_key, <tenant>)` nodes of `root`."""
+        fields = self._fields
+        key_node = fields.get("tenant_key")
+        tenant_key = self._string(key_node, "tenant_key") if key_node is not None else ""
+        if not tenant_key:
+            self._error(key_node or fields["domain"], "plans and tenants need a 'tenant_key'")
+            return
+        if tenant_key in root and key_node is not None:
+            self._error(
+                key_node,
+                f"'descriptors' already has key '{tenant_key}' at the top level; with plans, "
+                "the tenant key's nodes come from the plans",
+            )
+            return
+        built = self._plans(fields.get("plans"), tenant_key)
+        tenants: dict[str, Node] = {}
+        first: dict[str, Source] = {}
+        for spec in self.tenant_specs() + extra:
+            if spec.name in first:
+                self._error_in(
+                    spec.source, f"tenant '{spec.name}' listed twice (first at {first[spec.name]})"
+                )
+                continue
+            first[spec.name] = spec.source
+            plan = self._plan_named(built, spec.plan, spec.plan_source)
+            if plan is None:
+                continue
+            try:
+                node = plans.tenant_node(tenant_key, spec, plan, self.defaults.algorithm)
+            except plans.ExpansionError as exc:
+                self._error_in(exc.source, str(exc))
+                continue
+            tenants[spec.name] = node
+            if spec.overrides:
+                self.rules.extend(plans.tenant_rules(node, plan))
+        default = None
+        default_node = fields.get("default_plan")
+        if default_node is not None:
+            plan = self._plan_named(
+                built, self._string(default_node, "default_plan"), self._source(default_node)
+            )
+            if plan is not None:
+                default = plans.default_node(tenant_key, plan, self._source(default_node))
+        root[tenant_key] = KeyIndex(tenants, (), default)
+
+    def _plan_named(
+        self, built: dict[str, plans.Plan | None], name: str, where: Source
+    ) -> plans.Plan | None:
+        """The plan `name`; None after an error if unknown (or quietly if it failed)."""
+        if name not in built:
+            self._unknown_plan(name, list(built), where)
+        return built.get(name)
+
+    def _unknown_plan(self, name: str, known: list[str], where: Source) -> None:
+        hint = difflib.get_close_matches(name, known, n=1)
+        suggestion = f"; did you mean '{hint[0]}'?" if hint else ""
+        names = ", ".join(sorted(known)) or "none"
+        self._error_in(where, f"unknown plan '{name}' (plans: {names}){suggestion}")
+
+    def _plans(self, node: yaml.Node | None, tenant_key: str) -> dict[str, plans.Plan | None]:
+        """Every plan built, `extends` resolved: a plan is its parent's limits, with its own
+        rate_limit and flags in their place and its descriptors added (replacing the
+        parent's of the same key and value)."""
+        declared = self._named_mappings(node, "plans", PLAN_FIELDS)
+        merged: dict[str, dict[str, yaml.Node]] = {}
+        failed: set[str] = set()
+
+        def resolve(name: str, chain: tuple[str, ...]) -> dict[str, yaml.Node] | None:
+            if name in merged or name in failed:
+                return merged.get(name)
+            fields = declared[name][1]
+            parent_node = fields.get("extends")
+            if parent_node is None:
+                merged[name] = fields
+                return fields
+            parent = self._string(parent_node, "extends")
+            base = None
+            if parent in chain:
+                cycle = " -> ".join((*chain[chain.index(parent) :], parent))
+                self._error(parent_node, f"plans extend each other in a cycle: {cycle}")
+            elif parent not in declared:
+                self._unknown_plan(parent, list(declared), self._source(parent_node))
+            else:
+                base = resolve(parent, (*chain, parent))
+            if base is None:
+                failed.update(chain)  # reported once, here; its tenants are skipped quietly
+                return None
+            merged[name] = self._extend(base, fields)
+            return merged[name]
+
+        built: dict[str, plans.Plan | None] = {}
+        for name, (key_node, _) in declared.items():
+            fields = resolve(name, (name,))
+            built[name] = None if fields is None else self._plan(name, key_node, fields, tenant_key)
+        return built
+
+    def _extend(
+        self, base: dict[str, yaml.Node], own: dict[str, yaml.Node]
+    ) -> dict[str, yaml.Node]:
+        fields = {k: v for k, v in base.items() if k != "descriptors"} | {
+            k: v for k, v in own.items() if k not in ("descriptors", "extends")
+        }
+        items = [*_items(base.get("descriptors")), *_items(own.get("descriptors"))]
+        if items:
+            by_identity = {_identity(item): item for item in items}  # the last one wins
+            fields["descriptors"] = yaml.SequenceNode(
+                "tag:yaml.org,2002:seq", list(by_identity.values())
+            )
+        return fields
+
+    def _plan(
+        self, name: str, key_node: yaml.Node, fields: dict[str, yaml.Node], tenant_key: str
+    ) -> plans.Plan:
+        """One plan's rules and subtree, under the full key `<domain>.<tenant_key>@<plan>`;
+        unnamed limits are named `<plan>` (the tenant-wide one) and `<plan>.<key>_<value>`."""
+        root = f"{self.domain}.{tenant_key}@{name}"
+        first_rule = len(self.rules)
+        self._plan_root = (name, root)
+        try:
+            rule = None
+            if "rate_limit" in fields:
+                shadow = self._flag(fields, "shadow_mode")
+                detailed = self._flag(fields, "detailed_metric")
+                rule = self._rule(
+                    fields["rate_limit"],
+                    self.domain,
+                    root,
+                    shadow,
+                    detailed,
+                    self._source(key_node),
+                )
+            children = self._level(fields.get("descriptors"), self.domain, root)
+        finally:
+            self._plan_root = None
+        named: dict[str, Rule] = {}
+        for planned in self.rules[first_rule:]:
+            assert planned.name is not None  # plan rules are always named
+            if planned.name in named:
+                self._error_in(
+                    planned.source or self.domain_source,
+                    f"limit name '{planned.name}' is used twice in plan '{name}'",
+                )
+            named[planned.name] = planned
+        return plans.Plan(name, rule, children, named, self._source(key_node))
+
+    def tenant_specs(self) -> list[plans.TenantSpec]:
+        """The file's `tenants`: `<name>: <plan>`, or `<name>: {plan, overrides}`."""
+        node = self._fields.get("tenants")
+        specs: list[plans.TenantSpec] = []
+        if node is None:
+            return specs
+        if not isinstance(node, yaml.MappingNode):
+            self._error(node, "'tenants' must be a mapping of tenant name to plan")
+            return specs
+        for key_node, value_node in node.value:
+            name = self._string(key_node, "tenant name")
+            if not name:
+                self._error(key_node, "a tenant name must be a non-empty string")
+                continue
+            source = Source(self.file, key_node.start_mark.line + 1)
+            if isinstance(value_node, yaml.ScalarNode):  # `<name>: <plan>`, the usual form
+                plan, plan_source, overrides = self._string(value_node, "plan"), source, {}
+            else:
+                fields = self._mapping(value_node, TENANT_FIELDS, f"tenant '{name}'")
+                if fields is None:
+                    continue
+                plan_node = fields.get("plan")
+                if plan_node is None:
+                    self._error(value_node, f"tenant '{name}' needs a 'plan'")
+                    continue
+                plan, plan_source = self._string(plan_node, "plan"), self._source(plan_node)
+                overrides = self._overrides(fields.get("overrides"))
+            specs.append(plans.TenantSpec(name, plan, source, plan_source, overrides))
+        return specs
+
+    def _overrides(self, node: yaml.Node | None) -> dict[str, plans.LimitOverride]:
+        """`overrides`: limit name -> the rate_limit fields to change."""
+        found: dict[str, plans.LimitOverride] = {}
+        for name, (key_node, fields) in self._named_mappings(
+            node, "overrides", OVERRIDE_FIELDS
+        ).items():
+            unit = self._unit(fields["unit"], report=True) if "unit" in fields else None
+            found[name] = plans.LimitOverride(
+                source=self._source(key_node),
+                unit=unit,
+                requests_per_unit=self._integer(
+                    fields.get("requests_per_unit"), "requests_per_unit", 0, UINT32_MAX
+                ),
+                burst=self._integer(fields.get("burst"), "burst", 1, UINT32_MAX),
+                algorithm=self._algorithm(fields.get("algorithm"), "") or None,
+                failure_mode=(
+                    self._failure_mode(fields["failure_mode"], FailureMode.ALLOW)
+                    if "failure_mode" in fields
+                    else None
+                ),
+                unlimited=self._flag(fields, "unlimited") if "unlimited" in fields else None,
+            )
+        return found
+
+    def _named_mappings(
+        self, node: yaml.Node | None, what: str, allowed: Sequence[str]
+    ) -> dict[str, tuple[yaml.Node, dict[str, yaml.Node]]]:
+        """A mapping of names to mappings of `allowed` fields, e.g. `plans`."""
+        found: dict[str, tuple[yaml.Node, dict[str, yaml.Node]]] = {}
+        if node is None:
+            return found
+        if not isinstance(node, yaml.MappingNode):
+            self._error(node, f"'{what}' must be a mapping of names")
+            return found
+        for key_node, value_node in node.value:
+            name = self._string(key_node, f"a name in {what}")
+            if not name:
+                continue
+            if name in found:
+                line = found[name][0].start_mark.line + 1
+                self._error(key_node, f"duplicate {what} entry '{name}' (first at line {line})")
+                continue
+            fields = self._mapping(value_node, allowed, f"{what} '{name}'")
+            if fields is not None:
+                found[name] = (key_node, fields)
+        return found
 
     def _defaults(self, node: yaml.Node) -> Defaults:
         """The file's `defaults:` block over the command line's defaults."""
@@ -338,6 +642,9 @@ class _FileParser:
             self._check_burst(fields["burst"], burst, algorithm, rpu or 0, unit, unlimited)
         name_node = fields.get("name")
         name = (self._string(name_node, "name") if name_node is not None else "") or None
+        if name is None and self._plan_root is not None:
+            plan, root = self._plan_root
+            name = plan + full_key[len(root) :]
         replaces = self._replaces(fields.get("replaces"), name)
         failure_mode = self._failure_mode(fields.get("failure_mode"), self.defaults.failure_mode)
         if len(self.errors) > errors_before:
@@ -501,3 +808,23 @@ class _FileParser:
 
     def _error_at(self, line: int | None, message: str) -> None:
         self.errors.append(ConfigError(self.file, line, message))
+
+    def _error_in(self, source: Source, message: str) -> None:
+        """An error in whichever file `source` is in (a tenant list's tenants)."""
+        self.errors.append(ConfigError(source.file, source.line, message))
+
+
+def _items(node: yaml.Node | None) -> list[yaml.Node]:
+    return list(node.value) if isinstance(node, yaml.SequenceNode) else []
+
+
+def _identity(item: yaml.Node) -> tuple[str, str]:
+    """A descriptor item's (key, value) as written, for merging a plan with its parent's."""
+    if not isinstance(item, yaml.MappingNode):
+        return ("", str(id(item)))  # not a descriptor: kept, and reported when built
+    found = {
+        k.value: v.value
+        for k, v in item.value
+        if isinstance(k, yaml.ScalarNode) and isinstance(v, yaml.ScalarNode)
+    }
+    return (str(found.get("key", "")), str(found.get("value", "")))

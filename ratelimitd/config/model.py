@@ -31,6 +31,8 @@ class Unit(enum.Enum):
 
 
 DEFAULT_ALGORITHM = "token_bucket"
+# A bucket may take at most this long to refill; it also keeps every store computation exact.
+MAX_REFILL_SECONDS = 10 * 365 * 86_400
 
 
 class FailureMode(enum.Enum):
