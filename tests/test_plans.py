@@ -330,3 +330,15 @@ def test_errors_are_capped(tmp_path: Path) -> None:
     errors = errors_of(tmp_path, ("plans.yaml", PLANS + tenants))
     assert len(errors) == 101
     assert errors[-1] == "plans.yaml: 50 more errors not shown"
+
+
+def test_the_shipped_example_loads_with_its_documented_limits() -> None:
+    config = load_config([Path(__file__).parent.parent / "examples" / "multitenant"])
+    root = config.domains["edge"].root
+    search = (("route", "/v1/search"),)
+    limits = {
+        tenant: found.rule.limit.requests_per_unit
+        for tenant in ("acme", "globex", "initech", "unlisted")
+        if (found := match(root, (("tenant", tenant), *search))) and found.rule.limit
+    }
+    assert limits == {"acme": 100, "globex": 300, "initech": 10, "unlisted": 10}
