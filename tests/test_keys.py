@@ -6,6 +6,7 @@ import itertools
 
 from hypothesis import given
 from hypothesis import strategies as st
+from redis.crc import key_slot
 
 from ratelimitd.config.model import Limit, Unit
 from ratelimitd.keys import TAG_BUDGET, TAIL_BUDGET, counter_key
@@ -118,3 +119,17 @@ def test_every_pair_of_small_descriptors_is_distinct() -> None:
     values = ["".join(p) for p in itertools.product(alphabet, repeat=2)]
     keys = {key(("k", v)) for v in values}
     assert len(keys) == len(set(values))
+
+
+def test_tenants_spread_evenly_over_a_three_primary_cluster() -> None:
+    # Redis Cluster's default split of the 16384 slots over three primaries.
+    primaries = [range(0, 5461), range(5461, 10923), range(10923, 16384)]
+    per_primary = [0, 0, 0]
+    for n in range(3000):
+        tenant_keys = {
+            key_slot(key(("tenant", f"tenant-{n}"), *more).encode())
+            for more in [(), (("route", "/v1/search"),), (("route", "/v1/export"),)]
+        }
+        [slot] = tenant_keys  # all of one tenant's counters: one slot, one script call
+        per_primary[next(i for i, r in enumerate(primaries) if slot in r)] += 1
+    assert all(900 <= count <= 1100 for count in per_primary), per_primary
