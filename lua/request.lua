@@ -9,6 +9,8 @@
 --          thousands): the number of requests, then per request its number of hits followed
 --          by 6 tokens per hit: algorithm, requests_per_unit, unit length us, burst, cost,
 --          shadow (1/0).
+-- ARGV[3]: "dry" for a dry run (explain's peek): every answer is the same, but nothing is
+--          written, so the stored counters and their TTLs stay untouched. Absent otherwise.
 -- Returns 3 integers per hit: admitted (1/0), remaining, reset us.
 
 local FIELDS = 6
@@ -80,7 +82,9 @@ for _ = 1, tonumber(spec[1]) do
   first_key = first_key + n
 end
 
-for key in pairs(dirty) do
-  redis.call('SET', key, committed[key], 'PX', math.max(1, math.ceil(committed_ttl[key] / 1000)))
+if ARGV[3] ~= 'dry' then
+  for key in pairs(dirty) do
+    redis.call('SET', key, committed[key], 'PX', math.max(1, math.ceil(committed_ttl[key] / 1000)))
+  end
 end
 return out

@@ -1,14 +1,16 @@
-"""The HTTP endpoints' behaviour: readiness, the loaded rules, and decisions over JSON."""
+"""The HTTP endpoints' behaviour: readiness, the loaded rules, decisions over JSON, and
+explanations of them."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 from dataclasses import dataclass
 from http import HTTPStatus
 
 from google.protobuf import json_format
 
-from ratelimitd import metrics
+from ratelimitd import explain, metrics
 from ratelimitd.config.model import Config, Rule
 from ratelimitd.engine import Engine
 from ratelimitd.messages import Code, InvalidRequestError, StoreUnavailableError
@@ -53,7 +55,8 @@ def rlconfig(config: Config) -> str:
 
 def routes(engine: Engine, readiness: Readiness, *, admin: bool = True) -> Routes:
     """The route table served on --http-addr; without `admin` (the public gRPC port of the
-    asgi transport), only /healthcheck and /json: the config stays on loopback."""
+    asgi transport), only /healthcheck and /json: the config (and /explain, which shows it)
+    stays on loopback."""
     table = Routes()
 
     async def healthcheck(_: bytes) -> Response:
@@ -87,6 +90,15 @@ def routes(engine: Engine, readiness: Readiness, *, admin: bool = True) -> Route
         answer = json_format.MessageToJson(response, indent=None)
         return Response(status, answer.encode() + b"\n", JSON)
 
+    async def explain_request(body: bytes) -> Response:
+        # Not counted in the request metrics: an explanation is not a decision.
+        try:
+            message = json_format.Parse(body, rls_pb2.RateLimitRequest())
+            found = await explain.explain(engine, rls_codec.decode(message))
+        except (json_format.ParseError, InvalidRequestError) as exc:
+            return text(HTTPStatus.BAD_REQUEST, f"invalid request: {exc}")
+        return Response(HTTPStatus.OK, json.dumps(explain.to_json(found)).encode() + b"\n", JSON)
+
     async def show_metrics(_: bytes) -> Response:
         return Response(HTTPStatus.OK, metrics.exposition(), metrics.CONTENT_TYPE)
 
@@ -95,4 +107,5 @@ def routes(engine: Engine, readiness: Readiness, *, admin: bool = True) -> Route
     if admin:
         table.add("GET", "/rlconfig", show_config)
         table.add("GET", "/metrics", show_metrics)
+        table.add("POST", "/explain", explain_request)
     return table

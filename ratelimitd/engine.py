@@ -137,6 +137,17 @@ class Engine:
             outcomes = await self._evaluate(hits)
             store_s = time.perf_counter() - started
             self._apply_outcomes(statuses, hit_at, outcomes)
+        return self._conclude(statuses, store_s)
+
+    def decision(self, plan: Plan, outcomes: Sequence[Outcome]) -> Decision:
+        """The answer a plan gets when the store reports `outcomes` (one per hit), without
+        asking the store or the over-limit cache: how explain shows what a request would get."""
+        statuses = list(plan.statuses)
+        self._apply_outcomes(statuses, plan.hit_at, outcomes)
+        return self._conclude(statuses, 0.0)
+
+    def _conclude(self, statuses: list[Status], store_s: float) -> Decision:
+        """The decision, headers and body from the final statuses."""
         # Global shadow mode: statuses keep their verdicts, the answer is OK (as the reference).
         over = not self._shadow_mode and any(s.code is Code.OVER_LIMIT for s in statuses)
         fields = headers.build(statuses, over, self._header_mode)
@@ -155,7 +166,7 @@ class Engine:
         domain = self._config.domains.get(request.domain)
         if domain is None:
             return Plan(None, (OK_STATUS,) * len(request.descriptors), (), (), ())
-        matched = [self._rule_for(domain, d) for d in request.descriptors]
+        matched = [self.rule_for(domain, d) for d in request.descriptors]
         replaced = set().union(*(m.rule.replaces for m in matched if m is not None))
         statuses: list[Status] = [OK_STATUS] * len(matched)
         hits: list[Hit] = []
@@ -184,7 +195,10 @@ class Engine:
         )
         return Plan(domain.name, tuple(statuses), tuple(hits), tuple(hit_at), details)
 
-    def _rule_for(self, domain: Domain, descriptor: Descriptor) -> Match | None:
+    @staticmethod
+    def rule_for(domain: Domain, descriptor: Descriptor) -> Match | None:
+        """The rule a descriptor gets in `domain`: Envoy's limit override if it carries one,
+        else the config's match; None when no limit applies."""
         override = descriptor.limit
         if override is None:
             return match(domain.root, descriptor.entries)

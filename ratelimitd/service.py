@@ -73,17 +73,7 @@ def build(settings: Settings, config: Config, store: Store) -> Service:
         if settings.redis_url and settings.local_cache_size
         else None
     )
-    engine = Engine(
-        config,
-        store,
-        header_mode=settings.response_headers,
-        body_mode=settings.over_limit_body,
-        key_prefix=settings.key_prefix,
-        shadow_mode=settings.shadow_mode,
-        near_limit_ratio=settings.near_limit_ratio,
-        over_limit_cache=cache,
-        request_limits=settings.request_limits(),
-    )
+    engine = settings.engine(config, store, cache)
     readiness = admin.Readiness()
 
     def apply(new: Config) -> None:

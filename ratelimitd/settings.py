@@ -12,11 +12,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ratelimitd.algorithms import ALGORITHMS
-from ratelimitd.config.model import DEFAULT_ALGORITHM, FailureMode
-from ratelimitd.engine import DEFAULT_NEAR_LIMIT_RATIO
+from ratelimitd.config.model import DEFAULT_ALGORITHM, Config, FailureMode
+from ratelimitd.engine import DEFAULT_NEAR_LIMIT_RATIO, Engine
 from ratelimitd.headers import HeaderMode
 from ratelimitd.keys import DEFAULT_PREFIX
+from ratelimitd.overlimit_cache import OverLimitCache
 from ratelimitd.problem import BodyMode
+from ratelimitd.storage.base import Store
 from ratelimitd.storage.memory import DEFAULT_MAX_KEYS
 from ratelimitd.tracing import Exporter
 from ratelimitd.transports.grpc_status import MAX_MESSAGE_BYTES
@@ -92,6 +94,22 @@ class Settings:
         if self.workers is not None:
             return self.workers
         return (os.cpu_count() or 1) if self.redis_url else 1
+
+    def engine(
+        self, config: Config, store: Store, over_limit_cache: OverLimitCache | None = None
+    ) -> Engine:
+        """An engine deciding `config` on `store` as these settings say."""
+        return Engine(
+            config,
+            store,
+            header_mode=self.response_headers,
+            body_mode=self.over_limit_body,
+            key_prefix=self.key_prefix,
+            shadow_mode=self.shadow_mode,
+            near_limit_ratio=self.near_limit_ratio,
+            over_limit_cache=over_limit_cache,
+            request_limits=self.request_limits(),
+        )
 
     def request_limits(self) -> RequestLimits:
         """The bounds every request is checked against."""

@@ -20,6 +20,11 @@ class Store(Protocol):
         """Evaluate and, if the request is admitted, commit `hits`; raise StoreError on failure."""
         ...
 
+    async def peek(self, hits: Sequence[Hit]) -> list[Outcome]:
+        """What apply(hits) would answer right now, without changing any state (explain's
+        dry run); raise StoreError on failure."""
+        ...
+
     async def ping(self) -> bool:
         """True when the store can answer right now."""
         ...

@@ -69,6 +69,14 @@ class CircuitBreaker:
             self._set(BreakerState.CLOSED)
         return outcomes
 
+    async def peek(self, hits: Sequence[Hit]) -> list[Outcome]:
+        """The store's dry run, or StoreError at once unless the circuit is closed. A peek
+        neither probes nor counts towards opening or closing the circuit: an operator's
+        inspection must not change how live traffic is treated."""
+        if self.state is not BreakerState.CLOSED:
+            raise StoreError(f"store circuit {self.state.value}: not calling the store")
+        return await self.store.peek(hits)
+
     def _set(self, state: BreakerState) -> None:
         if state is not self.state:
             log.warning("store_circuit", state=state.value, previous=self.state.value)

@@ -22,6 +22,8 @@ request order. All calls go out in one pipeline: one write per node, all nodes a
   if, within that round trip, the counter filled up (bucket) or went idle (GCRA) and other
   requests used it. A refunded token bucket is re-based at the evaluation time, so a later
   answer can round 1 us differently.
+- peek() (explain) sends the same calls as a dry run: nothing is written, so nothing needs a
+  refund, and a request spanning slots gets the answer a single Redis would give it.
 """
 
 from __future__ import annotations
@@ -84,18 +86,29 @@ class ClusterStore:
         """Evaluate and commit one request's hits; raise StoreError on failure."""
         return await self._batcher.submit(hits)
 
-    async def _send(self, requests: list[Sequence[Hit]]) -> list[list[Outcome]]:
+    async def peek(self, hits: Sequence[Hit]) -> list[Outcome]:
+        """What apply(hits) would answer now, from dry runs of the same script calls (a
+        request spanning slots gets the answer a single Redis would give); raise StoreError
+        on failure."""
+        # Never batched: a dry run cannot share a call with requests that must commit.
+        return (await self._send([hits], dry_run=True))[0]
+
+    async def _send(
+        self, requests: list[Sequence[Hit]], dry_run: bool = False
+    ) -> list[list[Outcome]]:
         calls: dict[int, list[Sequence[Hit]]] = {}  # slot -> the parts its script evaluates
         placements = [_place(hits, calls) for hits in requests]
         slots = list(calls)
-        replies = await self._evalsha([self._scripts.request_call(calls[s]) for s in slots])
+        replies = await self._evalsha(
+            [self._scripts.request_call(calls[s], dry_run) for s in slots]
+        )
         decoded = {s: decode(calls[s], reply) for s, reply in zip(slots, replies, strict=True)}
         refunds: dict[int, list[tuple[Hit, int]]] = {}
         results = [
             _settle(hits, placed, decoded, refunds)
             for hits, placed in zip(requests, placements, strict=True)
         ]
-        if refunds:
+        if refunds and not dry_run:  # a dry run committed nothing to give back
             await self._evalsha([self._scripts.refund_call(r) for r in refunds.values()])
         return results
 

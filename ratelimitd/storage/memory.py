@@ -6,7 +6,7 @@ eviction would), so clients sending endless distinct values cannot exhaust memor
 from __future__ import annotations
 
 import heapq
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from ratelimitd.algorithms import ALGORITHMS, Hit, Outcome, evaluate_hits
 from ratelimitd.algorithms.base import State
@@ -35,13 +35,7 @@ class MemoryStore:
         """Evaluate and commit one request's hits; see algorithms.base.evaluate_hits."""
         now = self._clock()
         self._sweep(now)
-        states = self._states
-
-        def load(key: str) -> State | None:
-            entry = states.get(key)
-            return None if entry is None or entry[1] <= now else entry[0]
-
-        outcomes, writes = evaluate_hits(hits, now, load, ALGORITHMS)
+        outcomes, writes = evaluate_hits(hits, now, self._reader(now), ALGORITHMS)
         for key, (state, ttl_us) in writes.items():
             if key not in self._states:
                 heapq.heappush(self._expiry, (now + ttl_us, key))
@@ -49,6 +43,22 @@ class MemoryStore:
         if len(self._states) > self._max_keys:
             self._evict()
         return outcomes
+
+    async def peek(self, hits: Sequence[Hit]) -> list[Outcome]:
+        """What apply(hits) would answer now; commits nothing (and sweeps nothing, so the
+        store's contents stay exactly as they were)."""
+        now = self._clock()
+        return evaluate_hits(hits, now, self._reader(now), ALGORITHMS)[0]
+
+    def _reader(self, now: int) -> Callable[[str], State | None]:
+        """A key's live state at `now`; None when absent or expired."""
+        states = self._states
+
+        def load(key: str) -> State | None:
+            entry = states.get(key)
+            return None if entry is None or entry[1] <= now else entry[0]
+
+        return load
 
     def _sweep(self, now: int) -> None:
         for _ in range(_SWEEP_PER_CALL):

@@ -39,8 +39,11 @@ def _limit_tokens(limit: Limit) -> str:
     return f"{limit.algorithm} {limit.requests_per_unit} {limit.unit_us} {limit.burst}"
 
 
-def encode(requests: Sequence[Sequence[Hit]], now: str) -> tuple[list[str], list[str]]:
-    """KEYS and ARGV of one script call evaluating `requests` in order (see lua/request.lua)."""
+def encode(
+    requests: Sequence[Sequence[Hit]], now: str, dry_run: bool = False
+) -> tuple[list[str], list[str]]:
+    """KEYS and ARGV of one script call evaluating `requests` in order (see lua/request.lua);
+    with `dry_run` the script answers the same but writes nothing."""
     keys: list[str] = []
     tokens = [str(len(requests))]
     for hits in requests:
@@ -48,7 +51,10 @@ def encode(requests: Sequence[Sequence[Hit]], now: str) -> tuple[list[str], list
         for hit in hits:
             keys.append(hit.key)
             tokens += (_limit_tokens(hit.limit), str(hit.cost), "1" if hit.shadow else "0")
-    return keys, [now, " ".join(tokens)]
+    args = [now, " ".join(tokens)]
+    if dry_run:
+        args.append("dry")
+    return keys, args
 
 
 def encode_refunds(refunds: Sequence[tuple[Hit, int]], now: str) -> tuple[list[str], list[str]]:
@@ -97,9 +103,10 @@ class ScriptRunner:
         self.refund = load_script(REFUND_DRIVER)
         self._clock = clock
 
-    def request_call(self, requests: Sequence[Sequence[Hit]]) -> list[Any]:
-        """EVALSHA arguments evaluating `requests` in order (see lua/request.lua)."""
-        keys, args = encode(requests, self._now())
+    def request_call(self, requests: Sequence[Sequence[Hit]], dry_run: bool = False) -> list[Any]:
+        """EVALSHA arguments evaluating `requests` in order (see lua/request.lua); committing
+        nothing with `dry_run`."""
+        keys, args = encode(requests, self._now(), dry_run)
         return [self.request.sha, len(keys), *keys, *args]
 
     def refund_call(self, refunds: Sequence[tuple[Hit, int]]) -> list[Any]:
@@ -111,10 +118,11 @@ class ScriptRunner:
         return str(self._clock()) if self._clock else ""
 
     async def run(
-        self, client: aioredis.Redis | Any, requests: Sequence[Sequence[Hit]]
+        self, client: aioredis.Redis | Any, requests: Sequence[Sequence[Hit]], dry_run: bool = False
     ) -> list[list[Outcome]]:
-        """Evaluate `requests` in one call; raise StoreError when Redis cannot answer."""
-        call = self.request_call(requests)
+        """Evaluate (and unless `dry_run`, commit) `requests` in one call; raise StoreError
+        when Redis cannot answer."""
+        call = self.request_call(requests, dry_run)
         try:
             try:
                 raw = await client.evalsha(*call)
@@ -150,9 +158,17 @@ class ClientStore:
             return await self._batcher.submit(hits)
         return (await self._send([hits]))[0]
 
-    async def _send(self, requests: list[Sequence[Hit]]) -> list[list[Outcome]]:
+    async def peek(self, hits: Sequence[Hit]) -> list[Outcome]:
+        """What apply(hits) would answer now, from a dry run of the same script; raise
+        StoreError on failure."""
+        # Never batched: a dry run cannot share a call with requests that must commit.
+        return (await self._send([hits], dry_run=True))[0]
+
+    async def _send(
+        self, requests: list[Sequence[Hit]], dry_run: bool = False
+    ) -> list[list[Outcome]]:
         self.round_trips += 1
-        return await self._script.run(self._client, requests)
+        return await self._script.run(self._client, requests, dry_run)
 
     async def ping(self) -> bool:
         """True when Redis answers PING within the timeout."""
