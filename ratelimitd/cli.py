@@ -1,13 +1,16 @@
-"""Command line: `ratelimitd serve` runs the service, `ratelimitd check` validates configs."""
+"""Command line: `ratelimitd serve` runs the service, `ratelimitd check` validates configs,
+`ratelimitd explain` shows why a request gets its answer, `ratelimitd simulate` replays
+traffic against a config on a virtual clock."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import os
+import sys
 from collections.abc import Mapping, Sequence
 
-from ratelimitd import __version__, logs, reference_env
+from ratelimitd import __version__, explain, logs, reference_env, simulate
 from ratelimitd.config.loader import check_paths
 from ratelimitd.settings import add_serve_arguments, settings_from
 
@@ -25,11 +28,31 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         "check", help="validate config files; print file:line: message per error"
     )
     check.add_argument("paths", nargs="+", metavar="PATH", help="config file or directory")
+    explain.add_arguments(
+        commands.add_parser(
+            "explain", help="show which rule each descriptor matches and why; consumes nothing"
+        ),
+        environ,
+    )
+    simulate.add_arguments(
+        commands.add_parser(
+            "simulate", help="replay traffic against a config on a virtual clock; report per rule"
+        )
+    )
     return parser
 
 
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
     """Entry point of the `ratelimitd` console script."""
+    try:
+        return _run(argv, environ)
+    except BrokenPipeError:
+        # Output piped into `head` and cut short: not an error worth a traceback.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+
+
+def _run(argv: Sequence[str] | None, environ: Mapping[str, str] | None) -> int:
     env = os.environ if environ is None else environ
     reference = reference_env.translate(env)
     # The reference's variables only fill in what RATELIMITD_* leaves unset (translate skips
@@ -44,6 +67,10 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         if not errors:
             print(f"ok: {', '.join(args.paths)}")
         return 1 if errors else 0
+    if args.command == "explain":
+        return explain.main(parser, args, env)
+    if args.command == "simulate":
+        return simulate.run(args)
     if reference.errors:
         parser.error("; ".join(reference.errors))
     settings = settings_from(args, env)
