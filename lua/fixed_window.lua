@@ -1,6 +1,6 @@
 -- Fixed window: the same function as ratelimitd/algorithms/fixed_window.py.
 -- state: false, or "<window start us> <count>". Returns as token_bucket.lua does.
-algorithms.fixed_window = function(state, now, cost, allowed, unit_us, _)
+algorithms.fixed_window = function(state, now, cost, allowed, unit_us, _, overdraft)
   local start = now - (now % unit_us)
   local until_end = start + unit_us - now
   local count = 0
@@ -8,8 +8,12 @@ algorithms.fixed_window = function(state, now, cost, allowed, unit_us, _)
     local w, c = string.match(state, '^(%S+) (%S+)$')
     if tonumber(w) == start then count = tonumber(c) end
   end
-  if count + cost > allowed then
-    return false, nil, allowed - count, until_end, 0
+  if count + math.max(cost, 1) > allowed then
+    if cost > 0 and overdraft > 0 then
+      count = math.min(count + cost, allowed + overdraft)
+      return false, string.format('%.17g %.17g', start, count), 0, until_end, until_end
+    end
+    return false, nil, math.max(0, allowed - count), until_end, 0
   end
   if cost == 0 then
     return true, nil, allowed - count, until_end, 0

@@ -4,26 +4,33 @@ local function emission_interval(unit_us, rate)
   return math.max(1, math.floor(unit_us / rate))
 end
 
-algorithms.gcra = function(state, now, cost, rate, unit_us, burst)
-  if rate == 0 then
-    if cost == 0 then return true, nil, 0, 0, 0 end
-    return false, nil, 0, unit_us, 0
-  end
+algorithms.gcra = function(state, now, cost, rate, unit_us, burst, overdraft)
+  if rate == 0 then return false, nil, 0, unit_us, 0 end
   local interval = emission_interval(unit_us, rate)
   local tolerance = burst * interval
   local tat = now
   if state then tat = math.max(tonumber(state), now) end
+  if cost == 0 then
+    if tat + interval - now <= tolerance then
+      return true, nil, math.floor((tolerance - (tat - now)) / interval), tat - now, 0
+    end
+    return false, nil, 0, tat + interval - now - tolerance, 0
+  end
   if cost <= burst then
     local new_tat = tat + cost * interval
     if new_tat - now <= tolerance then
       local remaining = math.floor((tolerance - (new_tat - now)) / interval)
-      if cost == 0 then return true, nil, remaining, tat - now, 0 end
       return true, string.format('%.17g', new_tat), remaining, new_tat - now, new_tat - now
     end
   end
+  if overdraft > 0 then
+    local new_tat = math.min(tat + cost * interval, now + tolerance + overdraft * interval)
+    return false, string.format('%.17g', new_tat), 0, new_tat + interval - now - tolerance,
+      new_tat - now
+  end
   local need = math.min(cost, burst)
   local wait = math.max(0, tat + need * interval - now - tolerance)
-  return false, nil, math.floor((tolerance - (tat - now)) / interval), wait, 0
+  return false, nil, math.max(0, math.floor((tolerance - (tat - now)) / interval)), wait, 0
 end
 
 -- The inverse of an admitted hit, for lua/refund.lua: the TAT moves back by the cost's

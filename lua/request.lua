@@ -7,13 +7,13 @@
 -- ARGV[1]: the current time in microseconds for tests, or "" (lua/clock.lua sets `now`).
 -- ARGV[2]: the batch as space-separated tokens (one argument is far cheaper to send than
 --          thousands): the number of requests, then per request its number of hits followed
---          by 6 tokens per hit: algorithm, requests_per_unit, unit length us, burst, cost,
---          shadow (1/0).
+--          by 7 tokens per hit: algorithm, requests_per_unit, unit length us, burst, overdraft
+--          (the most debt; 0: none), cost, shadow (1/0).
 -- ARGV[3]: "dry" for a dry run (explain's peek): every answer is the same, but nothing is
 --          written, so the stored counters and their TTLs stay untouched. Absent otherwise.
 -- Returns 3 integers per hit: admitted (1/0), remaining, reset us.
 
-local FIELDS = 6
+local FIELDS = 7
 local spec = {}
 for token in string.gmatch(ARGV[2], '%S+') do spec[#spec + 1] = token end
 local committed, committed_ttl, dirty = {}, {}, {}
@@ -28,10 +28,12 @@ local function state_of(key)
   return state
 end
 
--- algorithm, cost, requests_per_unit, unit us, burst, shadow of the hit whose tokens start at base
+-- algorithm, cost, requests_per_unit, unit us, burst, overdraft, shadow of the hit whose
+-- tokens start at base
 local function hit_args(base)
-  return algorithms[spec[base]], tonumber(spec[base + 4]), tonumber(spec[base + 1]),
-    tonumber(spec[base + 2]), tonumber(spec[base + 3]), spec[base + 5] == '1'
+  return algorithms[spec[base]], tonumber(spec[base + 5]), tonumber(spec[base + 1]),
+    tonumber(spec[base + 2]), tonumber(spec[base + 3]), tonumber(spec[base + 4]),
+    spec[base + 6] == '1'
 end
 
 local out = {}
@@ -43,23 +45,23 @@ for _ = 1, tonumber(spec[1]) do
   local rejected = false
   for i = 0, n - 1 do
     local key = KEYS[first_key + i]
-    local algorithm, cost, rate, unit_us, burst, shadow = hit_args(arg + i * FIELDS)
+    local algorithm, cost, rate, unit_us, burst, overdraft, shadow = hit_args(arg + i * FIELDS)
     local state = staged[key]
     if state == nil then state = state_of(key) end
-    local admitted, new_state, remaining, reset, ttl = algorithm(state, now, cost, rate, unit_us, burst)
-    tentative[i] = {admitted, remaining, reset}
-    if admitted then
-      if new_state then
-        staged[key] = new_state
-        staged_ttl[key] = ttl
-      end
-    elseif not shadow then
-      rejected = true
+    local admitted, new_state, remaining, reset, ttl =
+      algorithm(state, now, cost, rate, unit_us, burst, overdraft)
+    tentative[i] = {admitted, remaining, reset, overdraft > 0}
+    if new_state then -- admitted, or an overdraft charge
+      staged[key] = new_state
+      staged_ttl[key] = ttl
     end
+    if not admitted and not shadow then rejected = true end
   end
-  if not rejected then
-    for key, state in pairs(staged) do
-      committed[key] = state
+  for i = 0, n - 1 do
+    local key = KEYS[first_key + i]
+    -- A rejected request keeps only the charges of limits with overdraft.
+    if staged[key] and (not rejected or tentative[i][4]) then
+      committed[key] = staged[key]
       committed_ttl[key] = staged_ttl[key]
       dirty[key] = true
     end
@@ -67,10 +69,11 @@ for _ = 1, tonumber(spec[1]) do
   for i = 0, n - 1 do
     local r = tentative[i]
     out[#out + 1] = r[1] and 1 or 0
-    if rejected then
+    if rejected and not r[4] then
       -- Nothing is consumed: report the untouched counter, keeping each hit's own verdict.
-      local algorithm, _, rate, unit_us, burst = hit_args(arg + i * FIELDS)
-      local _, _, remaining, reset = algorithm(state_of(KEYS[first_key + i]), now, 0, rate, unit_us, burst)
+      local algorithm, _, rate, unit_us, burst, overdraft = hit_args(arg + i * FIELDS)
+      local _, _, remaining, reset =
+        algorithm(state_of(KEYS[first_key + i]), now, 0, rate, unit_us, burst, overdraft)
       out[#out + 1] = remaining
       out[#out + 1] = r[1] and reset or r[3]
     else

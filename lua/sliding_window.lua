@@ -12,7 +12,7 @@ local function sliding_wait_us(previous, current, cost, allowed, until_end, unit
   return until_end + math.max(0, math.ceil(unit_us - decayed))
 end
 
-algorithms.sliding_window = function(state, now, cost, allowed, unit_us, _)
+algorithms.sliding_window = function(state, now, cost, allowed, unit_us, _, overdraft)
   local start = now - (now % unit_us)
   local until_end = start + unit_us - now
   local previous, current = 0, 0
@@ -27,9 +27,15 @@ algorithms.sliding_window = function(state, now, cost, allowed, unit_us, _)
   end
   local weight = until_end / unit_us
   local estimate = previous * weight + current
-  if estimate + cost > allowed then
+  if estimate + math.max(cost, 1) > allowed then
+    if cost > 0 and overdraft > 0 then
+      current = math.min(current + cost, allowed + overdraft)
+      return false, string.format('%.17g %.17g %.17g', start, previous, current), 0,
+        sliding_wait_us(previous, current, 1, allowed, until_end, unit_us), until_end + unit_us
+    end
     local remaining = math.max(0, math.floor(allowed - estimate))
-    return false, nil, remaining, sliding_wait_us(previous, current, cost, allowed, until_end, unit_us), 0
+    local wait = sliding_wait_us(previous, current, math.max(cost, 1), allowed, until_end, unit_us)
+    return false, nil, remaining, wait, 0
   end
   if cost == 0 then
     return true, nil, math.floor(allowed - estimate), until_end, 0

@@ -24,13 +24,10 @@ local function refilled(state, now, rate, unit_us, capacity)
   return tokens, last
 end
 
-algorithms.token_bucket = function(state, now, cost, rate, unit_us, capacity)
-  if rate == 0 then
-    if cost == 0 then return true, nil, 0, 0, 0 end
-    return false, nil, 0, unit_us, 0
-  end
+algorithms.token_bucket = function(state, now, cost, rate, unit_us, capacity, overdraft)
+  if rate == 0 then return false, nil, 0, unit_us, 0 end
   local tokens, last = refilled(state, now, rate, unit_us, capacity)
-  if tokens >= cost then
+  if tokens >= math.max(cost, 1) then
     if cost == 0 then
       return true, nil, math.floor(tokens), refill_us(capacity - tokens, unit_us, rate), 0
     end
@@ -38,8 +35,14 @@ algorithms.token_bucket = function(state, now, cost, rate, unit_us, capacity)
     local until_full = refill_us(capacity - left, unit_us, rate)
     return true, string.format('%.17g %.17g', left, last), math.floor(left), until_full, until_full
   end
-  local need = math.min(cost, capacity)
-  return false, nil, math.floor(tokens), refill_us(need - tokens, unit_us, rate), 0
+  if cost > 0 and overdraft > 0 then
+    local left = math.max(tokens - cost, -overdraft)
+    local until_full = refill_us(capacity - left, unit_us, rate)
+    return false, string.format('%.17g %.17g', left, last), 0, refill_us(1 - left, unit_us, rate),
+      until_full
+  end
+  local need = math.min(math.max(cost, 1), capacity)
+  return false, nil, math.max(0, math.floor(tokens)), refill_us(need - tokens, unit_us, rate), 0
 end
 
 -- The inverse of an admitted hit, for lua/refund.lua: the tokens go back into the bucket

@@ -228,10 +228,14 @@ class Engine:
         is not needed; their statuses are OK without a measured remaining.
         """
         cache = self._cache
-        if cache is None:
+        # An overdraft charge must reach the store, whatever the other limits answer.
+        if cache is None or any(hit.limit.overdraft and hit.cost for hit in hits):
             return False
         now = cache.clock()
-        found = [None if hit.shadow else cache.lookup(hit.key, hit.cost, now) for hit in hits]
+        # A check (cost 0) is rejected exactly when a cost of 1 would be.
+        found = [
+            None if hit.shadow else cache.lookup(hit.key, max(hit.cost, 1), now) for hit in hits
+        ]
         if not any(found):
             return False
         for (i, _, rule), cached in zip(hit_at, found, strict=True):
@@ -264,7 +268,9 @@ class Engine:
             # first hit, so its reset says nothing about a request on its own: skip it.
             if outcome.admitted or hit.shadow or sum(h.key == hit.key for h in hits) > 1:
                 continue
-            self._cache.record(hit.key, hit.cost, outcome.remaining, outcome.reset_us, sent_at)
+            # An overdraft rejection reports when a cost of 1 passes again (the debt paid).
+            cost = 1 if hit.limit.overdraft else max(hit.cost, 1)
+            self._cache.record(hit.key, cost, outcome.remaining, outcome.reset_us, sent_at)
 
     def _apply_outcomes(
         self,

@@ -74,7 +74,7 @@ def test_zero_per_unit_rejects_every_hit(driver: Driver, algorithm: str) -> None
     over = driver.hit("k", closed)
     assert (over.admitted, over.remaining) == (False, 0)
     assert 0 < over.reset_us <= 3600 * S
-    assert driver.hit("k", closed, 0).admitted
+    assert not driver.hit("k", closed, 0).admitted  # a check: would a cost of 1 pass?
     assert driver.stored_keys() == 0
 
 

@@ -36,8 +36,8 @@ from ratelimitd.storage.breaker import BreakerState, CircuitBreaker
 from ratelimitd.storage.clock import FakeClock
 from ratelimitd.storage.memory import MemoryStore
 from ratelimitd.storage.redis import RedisStore
-from tests.conftest import ClusterKeys, RatelimitdFactory, free_port
-from tests.stores import Driver
+from tests.conftest import RatelimitdFactory, free_port
+from tests.stores import Driver, assert_same
 
 T = TypeVar("T")
 Run = Callable[[Coroutine[Any, Any, T]], T]
@@ -310,39 +310,6 @@ def test_the_key_is_the_counter_the_engine_writes(
 # The peek: nothing changes, and the answer is what a real request gets
 
 
-def _snapshot(driver: Driver) -> dict[Any, Any]:
-    """Everything a store holds: the memory store's entries and expiry queue, or every Redis
-    key's value and (real-time, so compared with a tolerance) TTL."""
-    if driver.redis is None:
-        assert isinstance(driver.store, MemoryStore)
-        return {"states": dict(driver.store._states), "expiry": sorted(driver.store._expiry)}
-    client: Any = driver.redis.cluster if isinstance(driver.redis, ClusterKeys) else driver.redis
-    names = driver.redis.keys()
-    return {key: (client.get(key), driver.redis.pttl(key)) for key in names}
-
-
-def _writes(driver: Driver) -> int:
-    """Writes Redis counted since its last save (never: tests run without saving)."""
-    assert driver.redis is not None
-    if isinstance(driver.redis, ClusterKeys):
-        primaries = redis.cluster.RedisCluster.PRIMARIES
-        info = driver.redis.cluster.info("persistence", target_nodes=primaries)
-        return sum(int(node["rdb_changes_since_last_save"]) for node in info.values())
-    return int(driver.redis.info("persistence")["rdb_changes_since_last_save"])
-
-
-def _same(before: dict[Any, Any], after: dict[Any, Any]) -> None:
-    assert before.keys() == after.keys()
-    for key, old in before.items():
-        new = after[key]
-        if isinstance(key, str):  # the memory store's
-            assert new == old
-            continue
-        (value, ttl), (new_value, new_ttl) = old, new
-        assert new_value == value
-        assert ttl - 5_000 <= new_ttl <= ttl  # only real time passed
-
-
 def _answers(decision: Decision) -> list[tuple[Code, int, int | None]]:
     return [(s.code, s.remaining, s.reset_us) for s in decision.statuses]
 
@@ -358,8 +325,8 @@ def test_explain_never_changes_any_store(
     )
     run(engine.should_rate_limit(traffic))
     driver.clock.advance(1.5)
-    before = _snapshot(driver)
-    writes = _writes(driver) if driver.redis is not None else 0
+    before = driver.snapshot()
+    writes = driver.writes() if driver.redis is not None else 0
     assert before
     # Admitted, rejected (too costly), spanning slots, and counters not yet stored.
     for request in (
@@ -368,9 +335,9 @@ def test_explain_never_changes_any_store(
         Request("api", (d("tenant=new", "route=/admin/x"), d("group=batch", "job=j"))),
     ):
         run(explain(engine, request))
-    _same(before, _snapshot(driver))
+    assert_same(before, driver.snapshot())
     if driver.redis is not None:
-        assert _writes(driver) == writes
+        assert driver.writes() == writes
 
 
 def test_peek_answers_what_the_real_request_then_gets(

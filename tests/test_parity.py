@@ -7,6 +7,7 @@ requests one after another would."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Sequence
 
 from hypothesis import HealthCheck, given, settings
@@ -28,11 +29,13 @@ SHAPES = [
     (0, Unit.MINUTE, None),
     (1, Unit.SECOND, None),
 ]
-LIMITS = [
+PLAIN = [
     limit(name, per_unit, unit, burst if ALGORITHMS[name].uses_burst else None)
     for name in sorted(ALGORITHMS)
     for per_unit, unit, burst in SHAPES
 ]
+# The same with overdraft: charges past the limit kept, as debt of at most 4.
+LIMITS = PLAIN + [dataclasses.replace(x, overdraft=4) for x in PLAIN if x.requests_per_unit]
 
 request = st.lists(  # one request: (limit, cost, shadow) per hit
     st.tuples(st.sampled_from(range(len(LIMITS))), st.integers(0, 12), st.booleans()),

@@ -74,14 +74,17 @@ def test_check_only_never_changes_state(driver: Driver) -> None:
     assert driver.hit("k", limit, cost=0) == Outcome(True, 10, 0)
     assert driver.stored_keys() == 0
     driver.hit("k", limit, cost=10)
-    assert driver.hit("k", limit, cost=0) == Outcome(True, 0, 60 * S)
-    assert driver.hit("k", limit).admitted is False
+    # Empty: a check is rejected until one token is back, and takes nothing meanwhile.
+    assert driver.hit("k", limit, cost=0) == Outcome(False, 0, 6 * S)
+    driver.clock.advance(6)
+    assert driver.hit("k", limit, cost=0) == Outcome(True, 1, 54 * S)
+    assert driver.hit("k", limit).admitted
 
 
 def test_zero_per_unit_rejects_every_hit(driver: Driver) -> None:
     limit = bucket(0, Unit.HOUR)
     assert driver.hit("k", limit) == Outcome(False, 0, 3600 * S)
-    assert driver.hit("k", limit, cost=0).admitted
+    assert not driver.hit("k", limit, cost=0).admitted
     assert driver.stored_keys() == 0
 
 

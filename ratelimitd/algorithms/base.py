@@ -4,10 +4,13 @@ This is the pure arithmetic behind both stores: the memory store calls it direct
 lua/request.lua performs the same steps, in the same order and with the same floating-point
 operations, inside Redis. Invariants that both keep:
 
-- A request is admitted only if every non-shadow hit is admitted; when it is not, no state
-  changes at all (a rejected request consumes nothing).
+- A request is admitted only if every non-shadow hit is admitted; when it is not, it
+  consumes nothing from limits without overdraft.
+- A limit with overdraft keeps every charge, past its limit too and whatever the request's
+  other limits answer: it meters usage that has already happened (a charge Envoy sends after
+  the response), so dropping a charge would let usage go unpaid.
 - Hits on the same key within one request see each other's consumption, in request order.
-- A cost of 0 never changes state.
+- A cost of 0 never changes state: it asks whether a cost of 1 would pass.
 """
 
 from __future__ import annotations
@@ -70,8 +73,8 @@ def evaluate_hits(
 ) -> tuple[list[Outcome], dict[str, tuple[State, int]]]:
     """Evaluate one request's hits all-or-nothing.
 
-    Returns one outcome per hit and the writes to commit as {key: (state, ttl_us)}, which is
-    empty when the request is rejected.
+    Returns one outcome per hit and the writes to commit as {key: (state, ttl_us)}: when the
+    request is rejected, only the charges of limits with overdraft.
     """
     loaded: dict[str, State | None] = {}
     staged: dict[str, tuple[State, int]] = {}
@@ -86,17 +89,20 @@ def evaluate_hits(
             state = loaded[hit.key]
         result = algorithms[hit.limit.algorithm].evaluate(state, now_us, hit.limit, hit.cost)
         tentative.append(result)
-        if result.admitted:
-            if result.state is not None:
-                staged[hit.key] = (result.state, result.ttl_us)
-        elif not hit.shadow:
+        if result.state is not None:  # admitted, or an overdraft charge
+            staged[hit.key] = (result.state, result.ttl_us)
+        if not result.admitted and not hit.shadow:
             rejected = True
     if not rejected:
         return [Outcome(r.admitted, r.remaining, r.reset_us) for r in tentative], staged
+    writes = {hit.key: staged[hit.key] for hit in hits if hit.limit.overdraft and hit.key in staged}
     outcomes = []
     for hit, result in zip(hits, tentative, strict=True):
+        if hit.limit.overdraft:
+            outcomes.append(Outcome(result.admitted, result.remaining, result.reset_us))
+            continue
         # Nothing is consumed: report the untouched counter, keeping each hit's own verdict.
         peek = algorithms[hit.limit.algorithm].evaluate(loaded[hit.key], now_us, hit.limit, 0)
         reset_us = peek.reset_us if result.admitted else result.reset_us
         outcomes.append(Outcome(result.admitted, peek.remaining, reset_us))
-    return outcomes, {}
+    return outcomes, writes

@@ -2,7 +2,9 @@
 epoch; a hit passes when the window's count plus its cost stays within requests_per_unit.
 
 Unlike the reference, a rejected hit does not increase the count, so a client hammering a
-closed window does not change what it gets once the window reopens.
+closed window does not change what it gets once the window reopens. A cost of 0 only asks
+whether a cost of 1 would pass. With overdraft, a cost that does not pass is counted anyway,
+up to `overdraft` past the limit.
 
 State per key: (window start us, count); it expires when the window ends.
 lua/fixed_window.lua is the same function.
@@ -27,8 +29,12 @@ def evaluate(state: State | None, now_us: int, limit: Limit, cost: int) -> Evalu
         if window == start:
             count = stored
     allowed = limit.requests_per_unit
-    if count + cost > allowed:
-        return Evaluation(False, None, allowed - count, until_end, 0)
+    if count + max(cost, 1) > allowed:
+        if cost and limit.overdraft:
+            # Counted anyway, up to `overdraft` past the limit: the rest of the window waits.
+            count = min(count + cost, allowed + limit.overdraft)
+            return Evaluation(False, (start, count), 0, until_end, until_end)
+        return Evaluation(False, None, max(0, allowed - count), until_end, 0)
     if cost == 0:
         return Evaluation(True, None, allowed - count, until_end, 0)
     count += cost

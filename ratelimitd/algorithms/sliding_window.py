@@ -3,7 +3,9 @@ the share of it still inside the sliding window, plus the current window's count
 
     estimate = previous * (unit - elapsed in current window) / unit + current
 
-A hit passes when estimate + cost <= requests_per_unit; a rejected hit counts nothing.
+A hit passes when estimate + cost <= requests_per_unit; a rejected hit counts nothing. A cost
+of 0 only asks whether a cost of 1 would pass. With overdraft, a cost that does not pass is
+counted anyway, the current count at most `overdraft` past the limit.
 
 The estimate assumes the previous window's hits were spread evenly. When they were not, the
 real number of hits in the last unit can differ from the estimate by at most
@@ -40,15 +42,15 @@ def evaluate(state: State | None, now_us: int, limit: Limit, cost: int) -> Evalu
     weight = float(until_end) / float(unit_us)
     allowed = limit.requests_per_unit
     estimate = previous * weight + current
-    if estimate + cost > allowed:
+    if estimate + max(cost, 1) > allowed:
+        if cost and limit.overdraft:
+            # Counted anyway, the current count at most `overdraft` past the limit.
+            current = min(current + cost, allowed + limit.overdraft)
+            wait = _wait_us(previous, current, 1, allowed, until_end, unit_us)
+            return Evaluation(False, (start, previous, current), 0, wait, until_end + unit_us)
         remaining = max(0, math.floor(allowed - estimate))
-        return Evaluation(
-            False,
-            None,
-            remaining,
-            _wait_us(previous, current, cost, allowed, until_end, unit_us),
-            0,
-        )
+        wait = _wait_us(previous, current, max(cost, 1), allowed, until_end, unit_us)
+        return Evaluation(False, None, remaining, wait, 0)
     if cost == 0:
         return Evaluation(True, None, math.floor(allowed - estimate), until_end, 0)
     current += cost

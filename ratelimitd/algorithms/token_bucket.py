@@ -1,5 +1,7 @@
 """Token bucket: capacity `burst` (default requests_per_unit), refilled continuously at
 requests_per_unit per unit; a hit of cost c passes when the bucket holds at least c tokens.
+A cost of 0 only asks: it passes when a cost of 1 would, and takes nothing. With overdraft, a
+cost that does not pass is taken anyway, down to -overdraft tokens (a debt).
 
 State per key: (tokens, last refill time in microseconds). lua/token_bucket.lua is the same
 function, operation for operation, so both stores give bit-identical answers.
@@ -18,10 +20,11 @@ from ratelimitd.config.model import Limit
 
 
 def evaluate(state: State | None, now_us: int, limit: Limit, cost: int) -> Evaluation:
-    """Offer `cost` tokens to the bucket in `state` at time `now_us`."""
+    """Offer `cost` tokens to the bucket in `state` at time `now_us` (0: only ask whether one
+    would pass)."""
     if limit.requests_per_unit == 0:
         # requests_per_unit: 0 rejects every hit, as in the reference; retry after one unit.
-        return Evaluation(cost == 0, None, 0, 0 if cost == 0 else limit.unit_us, 0)
+        return Evaluation(False, None, 0, limit.unit_us, 0)
     capacity = float(limit.burst)
     rate = float(limit.requests_per_unit)
     unit_us = float(limit.unit_us)
@@ -35,16 +38,23 @@ def evaluate(state: State | None, now_us: int, limit: Limit, cost: int) -> Evalu
             else:
                 tokens = min(capacity, tokens + float(elapsed) * rate / unit_us)
             last = now_us
-    if tokens >= cost:
+    if tokens >= max(cost, 1):
         if cost == 0:
             until_full = _refill_us(capacity - tokens, unit_us, rate)
             return Evaluation(True, None, math.floor(tokens), until_full, 0)
         left = tokens - cost
         until_full = _refill_us(capacity - left, unit_us, rate)
         return Evaluation(True, (left, last), math.floor(left), until_full, until_full)
+    if cost and limit.overdraft:
+        # Charged anyway, into a debt of at most `overdraft` tokens; the next hit waits
+        # until refill has paid it back.
+        left = max(tokens - cost, -float(limit.overdraft))
+        until_full = _refill_us(capacity - left, unit_us, rate)
+        return Evaluation(False, (left, last), 0, _refill_us(1.0 - left, unit_us, rate), until_full)
     # A cost above the capacity can never pass; report the time until the bucket is full.
-    need = min(cost, capacity)
-    return Evaluation(False, None, math.floor(tokens), _refill_us(need - tokens, unit_us, rate), 0)
+    need = min(max(cost, 1), capacity)
+    remaining = max(0, math.floor(tokens))
+    return Evaluation(False, None, remaining, _refill_us(need - tokens, unit_us, rate), 0)
 
 
 def _refill_us(tokens: float, unit_us: float, rate: float) -> int:

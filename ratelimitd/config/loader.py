@@ -83,6 +83,8 @@ RATE_LIMIT_FIELDS = (
     "algorithm",
     "burst",
     "failure_mode",
+    "overdraft",
+    "max_overdraft",
 )
 REPLACES_FIELDS = ("name",)
 
@@ -647,12 +649,16 @@ class _FileParser:
             name = plan + full_key[len(root) :]
         replaces = self._replaces(fields.get("replaces"), name)
         failure_mode = self._failure_mode(fields.get("failure_mode"), self.defaults.failure_mode)
+        overdraft, max_debt = self._overdraft(fields, node, unlimited or not rpu)
         if len(self.errors) > errors_before:
             return None
         limit = None
         if unit is not None:
             per_unit = rpu or 0
-            limit = Limit(algorithm, per_unit, unit, burst if burst is not None else per_unit)
+            capacity = burst if burst is not None else per_unit
+            # Up to one full bucket (or window) of debt unless told otherwise.
+            debt = (max_debt or capacity) if overdraft else 0
+            limit = Limit(algorithm, per_unit, unit, capacity, debt)
         rule = Rule(
             domain=domain,
             full_key=full_key,
@@ -666,6 +672,18 @@ class _FileParser:
         )
         self.rules.append(rule)
         return rule
+
+    def _overdraft(
+        self, fields: dict[str, yaml.Node], node: yaml.Node, no_rate: bool
+    ) -> tuple[bool, int | None]:
+        """`overdraft` and its `max_overdraft`, if given."""
+        overdraft = self._flag(fields, "overdraft")
+        debt = self._integer(fields.get("max_overdraft"), "max_overdraft", 1, UINT32_MAX)
+        if debt is not None and not overdraft:
+            self._error(fields["max_overdraft"], "max_overdraft needs 'overdraft: true'")
+        if overdraft and no_rate:
+            self._error(node, "overdraft needs a limit with requests_per_unit > 0")
+        return overdraft, debt
 
     def _check_burst(
         self,

@@ -59,12 +59,15 @@ class Limit:
     """What a store enforces for one counter: the algorithm and its parameters.
 
     `burst` is the capacity of the bucket (token bucket) and defaults to requests_per_unit.
+    `overdraft` is the most debt, in units of cost, that charges past the limit may run up
+    (`overdraft: true`); 0 for a limit that rejects what it cannot take.
     """
 
     algorithm: str
     requests_per_unit: int
     unit: Unit
     burst: int
+    overdraft: int = 0
 
     @property
     def unit_us(self) -> int:

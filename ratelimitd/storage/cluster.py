@@ -212,12 +212,15 @@ def _settle(
     for slot, indices in admitted_parts:
         for i in indices:
             outcome = judged[i][0]
-            if outcome.admitted and hits[i].cost > 0:
+            # Overdraft limits keep their charges whatever the request's answer.
+            if outcome.admitted and hits[i].cost > 0 and not hits[i].limit.overdraft:
                 refunds.setdefault(slot, []).append((hits[i], outcome.reset_us))
     # As a single Redis reports a rejected request (algorithms.base.evaluate_hits).
     return [
-        Outcome(o.admitted, p.remaining, p.reset_us if o.admitted else o.reset_us)
-        for o, p in (judged[i] for i in range(len(hits)))
+        o
+        if hits[i].limit.overdraft
+        else Outcome(o.admitted, p.remaining, p.reset_us if o.admitted else o.reset_us)
+        for i, (o, p) in ((i, judged[i]) for i in range(len(hits)))
     ]
 
 

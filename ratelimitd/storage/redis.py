@@ -50,7 +50,13 @@ def encode(
         tokens.append(str(len(hits)))
         for hit in hits:
             keys.append(hit.key)
-            tokens += (_limit_tokens(hit.limit), str(hit.cost), "1" if hit.shadow else "0")
+            limit = hit.limit
+            tokens += (
+                _limit_tokens(limit),
+                str(limit.overdraft),
+                str(hit.cost),
+                "1" if hit.shadow else "0",
+            )
     args = [now, " ".join(tokens)]
     if dry_run:
         args.append("dry")
