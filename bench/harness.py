@@ -4,6 +4,9 @@ For each worker count and transport: the constant-answer server of that transpor
 ratelimitd (or, with --target, another RLS server), each through every scenario: a warm-up
 run, a gRPC probe of what it answers, the measured run at full load, and a second run at
 half the measured rate for its p99. Then, with --e2e, Envoy with and without the filter.
+
+With --soak MINUTES instead: per worker count, transport and scenario, a fresh ratelimitd
+warmed up and probed the same way, then MINUTES of steady load with its memory sampled.
 """
 
 from __future__ import annotations
@@ -16,10 +19,11 @@ import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import redis
 
-from bench import e2e, report
+from bench import e2e, report, soak
 from bench.load import Bodies as BodyFiles
 from bench.load import H2Load, LoadResult, Wrk, build_shim
 from bench.procs import (
@@ -30,9 +34,10 @@ from bench.procs import (
     install_signal_handlers,
     load_average,
 )
-from bench.report import E2ERow, Row
+from bench.report import E2ERow, Row, SoakRow
 from bench.scenarios import DEFAULT_DISTINCT_KEYS, NAMES, Scenario, build
 from bench.servers import (
+    ProbeResult,
     RedisCounters,
     RedisServer,
     Server,
@@ -48,8 +53,12 @@ BENCH = Path(__file__).resolve().parent
 CONFIG = BENCH / "config"
 RESULTS = BENCH / "RESULTS.md"
 TRANSPORTS = ("grpc", "asgi")
+# --soak's defaults: the faster transport (README.md, Speed) and the plainest request.
+SOAK_TRANSPORTS = ["asgi"]
+SOAK_SCENARIOS = ["one"]
 PROBE_SAMPLE = 20
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+AnyRow = TypeVar("AnyRow", Row, SoakRow)
 # Debian package of each tool the harness runs.
 TOOLS = {"h2load": "nghttp2-client", "wrk": "wrk", "redis-server": "redis-server"}
 
@@ -95,8 +104,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     add(
         "--transports",
         type=_csv(TRANSPORTS),
-        default=list(TRANSPORTS),
-        help="comma-separated: grpc, asgi (default: both)",
+        help="comma-separated: grpc, asgi (default: both; with --soak: asgi)",
     )
     add(
         "--workers",
@@ -107,8 +115,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     add(
         "--scenarios",
         type=_csv(NAMES),
-        default=list(NAMES),
-        help=f"comma-separated: {', '.join(NAMES)}, or none (default: all)",
+        help=f"comma-separated: {', '.join(NAMES)}, or none (default: all; with --soak: one)",
     )
     add("--duration", type=float, default=10.0, help="seconds per measured run (default 10)")
     add("--warmup", type=float, default=3.0, help="seconds of unmeasured warm-up (default 3)")
@@ -152,6 +159,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         action="store_true",
         help="also measure end to end: wrk -> Envoy (with/without the rate limit filter)",
     )
+    add(
+        "--soak",
+        type=float,
+        metavar="MINUTES",
+        help="instead: steady load on ratelimitd for MINUTES, its memory sampled every "
+        f"{soak.SAMPLE_INTERVAL_S:g} s",
+    )
+    add(
+        "--rps",
+        type=float,
+        help="--soak: requests per second in all (default: half of the warm-up's rate)",
+    )
     add("--wrk-connections", type=int, default=16, help="wrk connections (default 16)")
     add("--wrk-threads", type=int, default=1, help="wrk threads (default 1)")
     add("--envoy-concurrency", type=int, default=1, help="Envoy worker threads (default 1)")
@@ -166,6 +185,21 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     add("--no-results", dest="write_results", action="store_false", help="print the table only")
     add("--keep-workdir", action="store_true", help="keep logs and h2load files")
     args = parser.parse_args(argv)
+    if args.transports is None:
+        args.transports = SOAK_TRANSPORTS if args.soak else list(TRANSPORTS)
+    if args.scenarios is None:
+        args.scenarios = SOAK_SCENARIOS if args.soak else list(NAMES)
+    if args.soak is not None:
+        if args.soak <= 0:
+            parser.error("--soak needs a number of minutes above 0")
+        if args.target is not None or args.e2e:
+            parser.error("--soak measures ratelimitd: not with --target or --e2e")
+        if not args.scenarios:
+            parser.error("--soak needs a scenario")
+        if args.rps is None and args.warmup <= 0:
+            parser.error("--soak needs --rps or a --warmup to measure the rate from")
+    if args.rps is not None and (args.soak is None or args.rps <= 0):
+        parser.error("--rps is a rate above 0 for --soak")
     if args.duration < 1 or args.warmup < 0:
         parser.error("--duration must be at least 1 s and --warmup at least 0")
     if args.clients < 1 or args.streams < 1 or args.threads < 1 or args.threads > args.clients:
@@ -210,6 +244,7 @@ class Bench:
         self.h2load = H2Load(args.clients, args.streams, args.threads)
         self.rows: list[Row] = []
         self.e2e_rows: list[E2ERow] = []
+        self.soak_rows: list[SoakRow] = []
         self.notes: list[str] = []
         self.redis: RedisServer | None = None
         self.target_redis: redis.Redis | None = None
@@ -243,6 +278,11 @@ class Bench:
         elif args.target_redis is not None:
             host, port = args.target_redis
             self.target_redis = redis.Redis(host=host, port=port, socket_timeout=5)
+        if args.soak is not None:
+            for workers in args.workers:
+                for transport in args.transports:
+                    self.soak_ratelimitd(transport, workers)
+            return
         if self.scenarios:
             for workers in args.workers:
                 for transport in args.transports:
@@ -258,6 +298,14 @@ class Bench:
     def settings(self) -> str:
         """The load settings, for the record."""
         args = self.args
+        if args.soak is not None:
+            rate = f"{args.rps:,.0f}/s" if args.rps else "half the warm-up's rate"
+            return (
+                f"soak: h2load -c {args.clients} -m {args.streams} -t {args.threads}; per row "
+                f"a fresh ratelimitd, {args.warmup:g} s warm-up at full load (unmeasured), "
+                f"then {args.soak:g} min at {rate} (--rps); RSS (VmRSS summed over "
+                f"ratelimitd's process tree) and a gRPC probe every {soak.SAMPLE_INTERVAL_S:g} s"
+            )
         text = (
             f"h2load -c {args.clients} -m {args.streams} -t {args.threads}; per row "
             f"{args.warmup:g} s warm-up (unmeasured), {args.duration:g} s measured"
@@ -327,23 +375,51 @@ class Bench:
         *,
         half: bool,
     ) -> None:
-        """Start a server, run every scenario against it, stop it. A failure is recorded in
-        the rows it prevented, and the run goes on with the next server."""
+        """Every scenario on one server, a row each."""
         rows = [Row(transport, workers, s.name, label) for s in self.scenarios]
         self.rows += rows
-        log(f"== {label} {transport} workers={workers}")
+
+        def measure(server: Server, scenario: Scenario, row: Row) -> None:
+            self.measure(server, scenario, row, half=half)
+
+        self._on_server(
+            f"{label} {transport} workers={workers}",
+            start,
+            list(zip(self.scenarios, rows, strict=True)),
+            measure,
+        )
+
+    def soak_ratelimitd(self, transport: str, workers: int) -> None:
+        """A soak per scenario, each on a fresh ratelimitd: its memory starts from scratch."""
+        start = self._ratelimitd_starter(transport, workers, "bench.yaml")
+        for scenario in self.scenarios:
+            row = SoakRow(transport, workers, scenario.name, self.args.soak)
+            self.soak_rows.append(row)
+            title = f"soak ratelimitd {transport} workers={workers} {scenario.name}"
+            self._on_server(title, start, [(scenario, row)], self.soak)
+
+    def _on_server(
+        self,
+        title: str,
+        start: Callable[[], Server],
+        work: Sequence[tuple[Scenario, AnyRow]],
+        measure: Callable[[Server, Scenario, AnyRow], None],
+    ) -> None:
+        """Start a server, measure each scenario's row on it, stop it. A failure is recorded
+        in the rows it prevented, and the run goes on with the next server."""
+        log(f"== {title}")
         try:
             server = start()
         except HarnessError as exc:
-            for row in rows:
+            for _, row in work:
                 row.error = str(exc).splitlines()[0]
                 row.skipped = isinstance(exc, UnavailableError)
             log(f"   not run: {exc}")
             return
         try:
-            for scenario, row in zip(self.scenarios, rows, strict=True):
+            for scenario, row in work:
                 try:
-                    self.measure(server, scenario, row, half=half)
+                    measure(server, scenario, row)
                 except (HarnessError, redis.RedisError, OSError) as exc:
                     row.error = str(exc).splitlines()[0]
                     log(f"   {scenario.name}: failed: {exc}")
@@ -366,32 +442,44 @@ class Bench:
         counters = redis_counters(client, pid) if client else None
         return Before(server.cpu_s(), counters, MachineCpu.now())
 
-    def measure(self, server: Server, scenario: Scenario, row: Row, *, half: bool) -> None:
-        """Warm up, probe, measure at full load, then at half load; fill `row`."""
+    def _start_scenario(self, server: Server, scenario: Scenario) -> BodyFiles:
+        """The scenario's bodies, once it can run and the server is alive; a clean Redis for
+        ratelimitd."""
         bodies = self.bodies[scenario.name]
         if bodies.count > 1 and self.shim is None:
             raise HarnessError("needs the body shim (see notes)")
-        tag = f"{server.label}-{server.transport}-w{server.workers}-{scenario.name}"
         server.check_alive()
         if server.label == "ratelimitd" and self.redis is not None:
             self.redis.client.flushall()
-        served_since_flush = 0
+        return bodies
 
-        def load(name: str, duration: float, rps: float | None = None) -> LoadResult:
-            nonlocal served_since_flush
-            result = self.h2load.run(
-                self.supervisor,
-                host=server.host,
-                port=server.port,
-                bodies=bodies,
-                duration_s=duration,
-                shim=self.shim,
-                rps_per_client=rps,
-                name=f"h2load-{tag}-{name}",
-            )
-            served_since_flush += result.shim_served or 0
-            return result
+    def _load(
+        self, server: Server, scenario: Scenario, name: str, duration: float, rps: float | None
+    ) -> LoadResult:
+        """One h2load run of `scenario` against `server` (`rps`: per client)."""
+        return self.h2load.run(
+            self.supervisor,
+            host=server.host,
+            port=server.port,
+            bodies=self.bodies[scenario.name],
+            duration_s=duration,
+            shim=self.shim,
+            rps_per_client=rps,
+            name=f"h2load-{server.label}-{server.transport}-w{server.workers}-"
+            f"{scenario.name}-{name}",
+        )
 
+    def _warm_up_and_probe(
+        self,
+        server: Server,
+        scenario: Scenario,
+        load: Callable[[str, float], LoadResult],
+        problems: list[str],
+        notes: list[str],
+    ) -> tuple[LoadResult | None, ProbeResult]:
+        """--warmup seconds of full load (if any), then a probe of the scenario's decisions,
+        its failed checks added to `problems`."""
+        warm = None
         if self.args.warmup > 0:
             warm = load("warmup", self.args.warmup)
             if warm.succeeded == 0:
@@ -399,17 +487,23 @@ class Bench:
                     f"no successful request during warm-up ({warm.failed} failed): "
                     f"does {server.host}:{server.port} answer gRPC?"
                 )
-        sample = _sample(scenario.messages, PROBE_SAMPLE)
-        checked = probe(server, sample)
-        row.notes.append(f"probe after warm-up: {checked.summary()}")
-        if checked.errors:
-            row.problems.append(f"probe: {len(checked.errors)} gRPC errors")
-        if server.label != "constant":
-            share = checked.over_limit / checked.answered if checked.answered else 0.0
-            if abs(share - scenario.over_limit_share) > 0.15:
-                row.problems.append(
-                    f"probe: {share:.0%} OVER_LIMIT, expected {scenario.over_limit_share:.0%}"
-                )
+        checked = probe(server, _sample(scenario.messages, PROBE_SAMPLE))
+        notes.append(f"probe after warm-up: {checked.summary()}")
+        problems += _probe_problems("probe", checked, scenario, server.label != "constant")
+        return warm, checked
+
+    def measure(self, server: Server, scenario: Scenario, row: Row, *, half: bool) -> None:
+        """Warm up, probe, measure at full load, then at half load; fill `row`."""
+        bodies = self._start_scenario(server, scenario)
+        served_since_flush = 0
+
+        def load(name: str, duration: float, rps: float | None = None) -> LoadResult:
+            nonlocal served_since_flush
+            result = self._load(server, scenario, name, duration, rps)
+            served_since_flush += result.shim_served or 0
+            return result
+
+        _, checked = self._warm_up_and_probe(server, scenario, load, row.problems, row.notes)
 
         before = self._before(server)
         full = load("full", self.args.duration)
@@ -429,14 +523,7 @@ class Bench:
         if row.server_cpu_s is not None:
             ours = row.server_cpu_s + (row.redis_cpu_s or 0) + full.client_cpu_s
             _noise(row.warnings, row.notes, before.machine, after.machine, ours, full.duration_s)
-        if full.failed:
-            row.problems.append(f"{full.failed} failed requests")
-        if full.succeeded == 0:
-            row.problems.append("no successful request")
-        if bodies.count > 1 and (full.shim_served or 0) < full.succeeded:
-            row.problems.append(
-                f"body shim served {full.shim_served} bodies for {full.succeeded} requests"
-            )
+        row.problems += _load_problems(full, bodies)
         log(
             f"   {scenario.name:9} {server.label:10} {full.rate:9,.0f}/s  "
             f"p50 {full.p50_ms or 0:6.2f} ms  p99 {full.p99_ms or 0:6.2f} ms"
@@ -456,7 +543,7 @@ class Bench:
             )
 
         if scenario.name == "distinct" and server.label == "ratelimitd" and self.redis:
-            self._check_distinct(row, scenario, served_since_flush, len(sample))
+            self._check_distinct(row, scenario, served_since_flush, checked.sent)
 
     def _check_distinct(self, row: Row, scenario: Scenario, served: int, probes: int) -> None:
         """Every request of `distinct` must have hit its own counter: Redis should hold one
@@ -471,6 +558,79 @@ class Bench:
         )
         if not expected - slack <= keys <= min(scenario.distinct, served + probes):
             row.problems.append(f"{keys:,} keys in Redis, expected about {expected:,}")
+
+    def soak(self, server: Server, scenario: Scenario, row: SoakRow) -> None:
+        """Warm up and probe as `measure` does, then --soak minutes of steady load with the
+        memory sampled and the decisions probed all along; fill `row`."""
+        args = self.args
+        bodies = self._start_scenario(server, scenario)
+        warm, _ = self._warm_up_and_probe(
+            server,
+            scenario,
+            lambda name, duration: self._load(server, scenario, name, duration, None),
+            row.problems,
+            row.notes,
+        )
+        if args.rps is not None:
+            rate: float = args.rps
+        else:
+            assert warm is not None  # parse_args: --rps or a warm-up
+            rate = warm.rate / 2
+        row.asked_rate = rate
+        log(f"   steady load: {rate:,.0f}/s for {args.soak:g} min")
+        sample = _sample(scenario.messages, PROBE_SAMPLE)
+        with soak.Sampler(server, sample, log) as sampler:
+            result = self._load(server, scenario, "soak", args.soak * 60, rate / args.clients)
+        if sampler.failure is not None:
+            raise HarnessError(f"sampling failed: {sampler.failure!r}")
+        server.check_alive()
+        row.result = result
+        row.memory = soak.MemoryGrowth.of(sampler.samples)
+
+        row.problems += _load_problems(result, bodies)
+        if result.rate < 0.9 * rate:
+            row.warnings.append(f"reached {result.rate / rate:.0%} of the asked rate")
+        during = ProbeResult.total(sampler.probes)
+        row.notes.append(
+            f"probes during the soak ({len(sampler.probes)}, every "
+            f"{soak.SAMPLE_INTERVAL_S:g} s): {during.summary()}"
+        )
+        row.problems += _probe_problems("probes during the soak", during, scenario, True)
+        row.errors = result.failed + len(during.errors)
+        short = soak.shortfall(result, during.answer_sizes)
+        if short is None:
+            row.errors = None
+            row.warnings.append(
+                f"non-OK gRPC statuses under load not counted: {result.body_bytes} body bytes "
+                f"for {result.succeeded:,} answers, probes saw {sorted(during.answer_sizes)}"
+            )
+        elif short.missing:
+            row.errors += short.errors_at_most
+            row.errors_exact = False
+            text = (
+                f"{short.missing:,} body bytes short of {short.answers:,} answers of "
+                f"{short.size} bytes: up to {short.errors_at_most:,} non-OK gRPC statuses "
+                "under load, or shorter OK answers (other decisions, or failure-mode answers "
+                "after store errors)"
+            )
+            # One message, one full answer: errors cannot be ruled out, so the soak does not
+            # pass. Several messages have answers of several sizes anyway: only a bound.
+            (row.problems if scenario.distinct == 1 else row.warnings).append(text)
+        changes = sampler.tree_changes()
+        if changes:
+            row.problems.append("processes changed (a worker restarted?): " + "; ".join(changes))
+        row.notes.append(f"RSS by process, start → end: {soak.per_process(sampler.samples)}")
+        row.notes.append(
+            f"RSS every {soak.SAMPLE_INTERVAL_S:g} s, MiB: {soak.curve(sampler.samples)}"
+        )
+        memory = row.memory
+        log(
+            f"   {result.rate:,.0f}/s, {result.succeeded:,} requests, "
+            f"{report.errors_cell(row)} errors; RSS "
+            f"{memory.start:.1f} -> {memory.end:.1f} MiB (max {memory.peak:.1f}, "
+            f"{memory.growth:+.1f} MiB, {memory.growth_pct:+.1f}%; 2nd half "
+            f"{memory.second_half:+.1f} MiB)"
+        )
 
     def compute_ratios(self) -> None:
         """ratelimitd (or target) rate / constant rate, same transport, workers, scenario."""
@@ -625,6 +785,38 @@ def _noise(
         warnings.append(f"noisy: {steal:.0%} of a core stolen by the hypervisor")
 
 
+def _probe_problems(
+    what: str, checked: ProbeResult, scenario: Scenario, decides: bool
+) -> list[str]:
+    """The failed checks of a probe: gRPC errors and, from a server that decides (not a
+    constant one), a share of OVER_LIMIT answers off the scenario's."""
+    problems = []
+    if checked.errors:
+        problems.append(f"{what}: {len(checked.errors)} gRPC errors")
+    if decides:
+        share = checked.over_limit / checked.answered if checked.answered else 0.0
+        if abs(share - scenario.over_limit_share) > 0.15:
+            problems.append(
+                f"{what}: {share:.0%} OVER_LIMIT, expected {scenario.over_limit_share:.0%}"
+            )
+    return problems
+
+
+def _load_problems(result: LoadResult, bodies: BodyFiles) -> list[str]:
+    """The failed checks of an h2load run: failed requests, none that succeeded, a body shim
+    that served fewer bodies than there were requests."""
+    problems = []
+    if result.failed:
+        problems.append(f"{result.failed} failed requests")
+    if result.succeeded == 0:
+        problems.append("no successful request")
+    if bodies.count > 1 and (result.shim_served or 0) < result.succeeded:
+        problems.append(
+            f"body shim served {result.shim_served} bodies for {result.succeeded} requests"
+        )
+    return problems
+
+
 def _sample(messages: Sequence[bytes], size: int) -> list[bytes]:
     """All messages, or `size` of them spread evenly."""
     if len(messages) <= size:
@@ -671,12 +863,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             log(f"bench: logs kept in {workdir}")
         else:
             shutil.rmtree(workdir, ignore_errors=True)
+    labelled: list[Row | SoakRow] = [*bench.rows, *bench.soak_rows]
     section = report.record(
         settings=bench.settings(),
         grpc_rows=bench.rows,
         e2e_rows=bench.e2e_rows,
+        soak_rows=bench.soak_rows,
         notes=bench.notes
-        + [f"{row.label}: {'; '.join(row.notes)}" for row in bench.rows if row.notes],
+        + [f"{row.label}: {'; '.join(row.notes)}" for row in labelled if row.notes],
         envoy=e2e.ENVOY,
     )
     print(section)
@@ -688,5 +882,5 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _failed(bench: Bench) -> bool:
     """True if a row failed a check or could not be measured (not: was not available)."""
-    every: list[Row | E2ERow] = [*bench.rows, *bench.e2e_rows]
+    every: list[Row | E2ERow | SoakRow] = [*bench.rows, *bench.e2e_rows, *bench.soak_rows]
     return any(r.problems or (r.error and not r.skipped) for r in every)

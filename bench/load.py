@@ -68,6 +68,7 @@ class LoadResult:
     p99_ms: float | None
     client_cpu_s: float  # CPU time of the load generator
     shim_served: int | None = None  # bodies the shim substituted (None: shim not used)
+    body_bytes: int | None = None  # response body bytes received (h2load's `data`)
 
 
 def percentile(sorted_values: Sequence[float], share: float) -> float | None:
@@ -187,6 +188,8 @@ class H2Load:
                         latencies.append(int(parts[2]) / 1000)
         latencies.sort()
         duration, rate = _finished(output)
+        # `traffic: 457.42KB (468400) total, 11.08KB (11344) headers (...), 379.69KB (388800) data`
+        data = re.search(r"\((\d+)\) data", output)
         return LoadResult(
             duration_s=duration,
             rate=rate,
@@ -195,6 +198,7 @@ class H2Load:
             p50_ms=percentile(latencies, 0.50),
             p99_ms=percentile(latencies, 0.99),
             client_cpu_s=cpu,
+            body_bytes=int(data.group(1)) if data else None,
         )
 
 

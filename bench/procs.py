@@ -87,6 +87,21 @@ def cpu_seconds(pid: int) -> float:
     return total / CLOCK_TICKS
 
 
+def resident_kib(pid: int) -> dict[int, tuple[str, int]]:
+    """Name and resident set size (VmRSS, KiB) of `pid` and each of its living descendants,
+    by pid. Processes without a VmRSS line (zombies) are left out."""
+    found: dict[int, tuple[str, int]] = {}
+    for each in [pid, *descendants(pid)]:
+        try:
+            status = Path(f"/proc/{each}/status").read_text()
+        except OSError:
+            continue  # exited since descendants() listed it
+        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+        if "VmRSS" in fields:
+            found[each] = (fields["Name"].strip(), int(fields["VmRSS"].split()[0]))
+    return found
+
+
 @dataclass(frozen=True)
 class MachineCpu:
     """The whole machine's CPU seconds since boot, summed over CPUs (/proc/stat)."""

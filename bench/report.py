@@ -15,6 +15,7 @@ from pathlib import Path
 
 from bench.load import LoadResult
 from bench.procs import run_captured
+from bench.soak import MemoryGrowth
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -72,6 +73,33 @@ class E2ERow:
         if value is None or self.result is None or self.result.succeeded == 0:
             return None
         return value / (self.result.succeeded / 1000)
+
+
+@dataclass
+class SoakRow:
+    """One soak: ratelimitd under steady load for minutes, its memory sampled."""
+
+    transport: str
+    workers: int
+    scenario: str
+    minutes: float
+    asked_rate: float | None = None  # requests per second asked of h2load
+    result: LoadResult | None = None
+    # Failed requests + non-OK gRPC statuses under load + gRPC errors of the probes during the
+    # soak; None when the statuses under load could not be counted.
+    errors: int | None = None
+    errors_exact: bool = True  # False: `errors` is an upper bound
+    memory: MemoryGrowth | None = None
+    problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    error: str | None = None
+    skipped: bool = False
+
+    @property
+    def label(self) -> str:
+        """transport/scenario/workers/soak, for notes."""
+        return f"{self.transport}/{self.scenario}/w{self.workers}/soak"
 
 
 def _num(value: float | None, digits: int = 0) -> str:
@@ -203,6 +231,62 @@ def e2e_table(rows: Sequence[E2ERow]) -> str:
     return _table(E2E_HEADER, lines)
 
 
+def errors_cell(row: SoakRow) -> str:
+    """The soak's errors: `12`, `≤ 12` for an upper bound, `—` when not counted."""
+    if row.errors is None:
+        return "—"
+    return f"{'' if row.errors_exact else '≤ '}{row.errors:,}"
+
+
+SOAK_HEADER = (
+    "transport",
+    "workers",
+    "scenario",
+    "minutes",
+    "decisions/s (asked)",
+    "requests answered",
+    "errors",
+    "p99 ms",
+    "RSS start MiB",
+    "RSS end MiB",
+    "RSS max MiB",
+    "growth MiB",
+    "growth %",
+    "2nd half MiB",
+    "checks",
+)
+
+
+def soak_table(rows: Sequence[SoakRow]) -> str:
+    """The soak table: one line per transport/scenario/workers."""
+    lines = []
+    for row in rows:
+        cells = [row.transport, str(row.workers), row.scenario, f"{row.minutes:g}"]
+        result, memory = row.result, row.memory
+        if result is None or memory is None:
+            why = "not available" if row.skipped else "FAILED, not measured"
+            cells += ["—"] * (len(SOAK_HEADER) - 5) + [f"{why}: {row.error}"]
+            lines.append(cells)
+            continue
+        lines.append(
+            [
+                *cells,
+                f"{result.rate:,.0f} ({_num(row.asked_rate)})",
+                f"{result.succeeded:,}",
+                errors_cell(row),
+                _num(result.p99_ms, 2),
+                _num(memory.start, 1),
+                _num(memory.end, 1),
+                _num(memory.peak, 1),
+                f"{memory.growth:+.1f}",
+                f"{memory.growth_pct:+.1f}%",
+                f"{memory.second_half:+.1f}",
+                _checks(row.problems, row.warnings),
+            ]
+        )
+    return _table(SOAK_HEADER, lines)
+
+
 def _first_line(text: str) -> str:
     return text.strip().splitlines()[0].strip() if text.strip() else "not found"
 
@@ -274,6 +358,7 @@ def record(
     e2e_rows: Sequence[E2ERow],
     notes: Sequence[str],
     envoy: Path,
+    soak_rows: Sequence[SoakRow] = (),
 ) -> str:
     """The Markdown section for one run: header, tables, notes."""
     now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
@@ -290,6 +375,9 @@ def record(
         parts += [grpc_table(grpc_rows), ""]
     if e2e_rows:
         parts += ["End to end (wrk → Envoy → upstream):", "", e2e_table(e2e_rows), ""]
+    if soak_rows:
+        parts += ["Soak (steady load; RSS of ratelimitd's process tree):", ""]
+        parts += [soak_table(soak_rows), ""]
     if notes:
         parts += ["Notes:", "", *(f"- {n}" for n in notes), ""]
     return "\n".join(parts)

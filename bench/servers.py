@@ -22,10 +22,11 @@ from bench.procs import (
     cpu_seconds,
     free_port,
     http_ok,
+    resident_kib,
     run_captured,
     wait_until,
 )
-from bench.scenarios import RLS_METHOD, one
+from bench.scenarios import RLS_METHOD, frame, one
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -121,6 +122,13 @@ class Server:
             return None
         return sum(cpu_seconds(pid) for pid in pids)
 
+    def resident_kib(self) -> dict[int, tuple[str, int]]:
+        """Name and VmRSS (KiB) of every process of this server's trees, by pid."""
+        found: dict[int, tuple[str, int]] = {}
+        for pid in [p.pid for p in self.procs] + self.pids:
+            found |= resident_kib(pid)
+        return found
+
     def check_alive(self) -> None:
         """HarnessError if one of our processes has exited."""
         for proc in self.procs:
@@ -212,6 +220,9 @@ class ProbeResult:
     answered: int  # gRPC status OK
     over_limit: int  # of those, overall_code OVER_LIMIT
     errors: list[str]
+    # Wire sizes of the OK answers, gRPC frame included: what each adds to the response body
+    # bytes a load generator counts.
+    answer_sizes: set[int] = field(default_factory=set)
 
     def summary(self) -> str:
         """`9/10 OVER_LIMIT` and any errors."""
@@ -220,20 +231,36 @@ class ProbeResult:
             text += f", {len(self.errors)} gRPC errors ({self.errors[0]})"
         return text
 
+    @classmethod
+    def total(cls, results: Sequence[ProbeResult]) -> ProbeResult:
+        """Several probes as one."""
+        return cls(
+            sum(r.sent for r in results),
+            sum(r.answered for r in results),
+            sum(r.over_limit for r in results),
+            [error for r in results for error in r.errors],
+            set().union(*(r.answer_sizes for r in results)),
+        )
+
 
 def probe(server: Server, messages: Sequence[bytes], *, timeout: float = 5) -> ProbeResult:
     """Send each message once with grpcio (decoded with xds-protos) and count the answers."""
     errors: list[str] = []
+    sizes: set[int] = set()
     answered = over = 0
+
+    def decode(raw: bytes) -> tuple[int, Any]:
+        return len(frame(raw)), rls_pb2.RateLimitResponse.FromString(raw)
+
     with grpc.insecure_channel(f"{server.host}:{server.port}") as channel:
-        call: grpc.UnaryUnaryMultiCallable[bytes, Any] = channel.unary_unary(
+        call: grpc.UnaryUnaryMultiCallable[bytes, tuple[int, Any]] = channel.unary_unary(
             RLS_METHOD,
             request_serializer=None,  # the messages are already serialized
-            response_deserializer=rls_pb2.RateLimitResponse.FromString,
+            response_deserializer=decode,
         )
         for message in messages:
             try:
-                response = call(message, timeout=timeout)
+                size, response = call(message, timeout=timeout)
             except grpc.RpcError as exc:
                 if isinstance(exc, grpc.Call):
                     errors.append(f"{exc.code().name}: {exc.details()}")
@@ -241,5 +268,6 @@ def probe(server: Server, messages: Sequence[bytes], *, timeout: float = 5) -> P
                     errors.append(str(exc))
                 continue
             answered += 1
+            sizes.add(size)
             over += response.overall_code == rls_pb2.RateLimitResponse.OVER_LIMIT
-    return ProbeResult(len(messages), answered, over, errors)
+    return ProbeResult(len(messages), answered, over, errors, sizes)
