@@ -8,6 +8,7 @@ create than frozen dataclasses, which matters on the per-request path.
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from typing import NamedTuple
 
 from ratelimitd.config.model import Rule, Unit
@@ -64,6 +65,23 @@ class Request(NamedTuple):
     domain: str
     descriptors: tuple[Descriptor, ...]
     hits_addend: int = 0
+
+
+class HttpAttributes(NamedTuple):
+    """An HTTP request as an external-authorization call describes it (transport-free), for
+    building descriptors from it (ratelimitd.extract)."""
+
+    method: str = ""
+    path: str = ""  # with the query string, as received
+    host: str = ""
+    scheme: str = ""
+    headers: Mapping[str, str] = {}  # lower-case names
+    source_address: str = ""  # the downstream peer's IP address
+    source_port: int = 0
+    destination_address: str = ""
+    destination_port: int = 0
+    context_extensions: Mapping[str, str] = {}  # set per route in Envoy, per policy in Istio
+    principal: str = ""  # the peer's TLS certificate identity, if any
 
 
 class Status(NamedTuple):

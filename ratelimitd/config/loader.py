@@ -12,6 +12,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import os
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -19,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from ratelimitd import extract
 from ratelimitd.algorithms import ALGORITHMS
 from ratelimitd.config import plans
 from ratelimitd.config.errors import ConfigError, InvalidConfigError
@@ -27,6 +29,8 @@ from ratelimitd.config.model import (
     Config,
     Defaults,
     Domain,
+    ExtractDescriptor,
+    ExtractEntry,
     FailureMode,
     KeyIndex,
     Limit,
@@ -50,7 +54,11 @@ _BOOL_TAG = "tag:yaml.org,2002:bool"
 
 # Per-tenant quotas (config/plans.py).
 QUOTA_FIELDS = ("tenant_key", "plans", "default_plan", "tenants")
-TOP_FIELDS = ("domain", "descriptors", "defaults", *QUOTA_FIELDS)
+TOP_FIELDS = ("domain", "descriptors", "defaults", *QUOTA_FIELDS, "extract")
+EXTRACT_FIELDS = ("entries",)
+EXTRACT_ENTRY_FIELDS = ("key", *extract.SOURCES, "regex", "trusted_hops", "jwt_header")
+MAX_TRUSTED_HOPS = 16
+MAX_PATH_SEGMENTS = 64
 # A file of only these extends the domain another file defines (a generated tenant list).
 TENANT_LIST_FIELDS = ("domain", "tenants")
 PLAN_FIELDS = ("extends", "rate_limit", "descriptors", "shadow_mode", "detailed_metric")
@@ -316,7 +324,97 @@ class _FileParser:
         root = self._level(fields.get("descriptors"), name, name)
         if extra_tenants or any(f in fields for f in QUOTA_FIELDS):
             self._add_tenants(root, list(extra_tenants))
-        return Domain(name, root, self.domain_source, self.defaults)
+        extraction = self._extract(fields.get("extract"))
+        return Domain(name, root, self.domain_source, self.defaults, extraction)
+
+    # -- descriptors from HTTP requests (ext_authz) ----------------------------------------
+
+    def _extract(self, node: yaml.Node | None) -> tuple[ExtractDescriptor, ...]:
+        """`extract:`, a list of descriptors, each `{entries: [...]}`."""
+        if node is None:
+            return ()
+        if not isinstance(node, yaml.SequenceNode):
+            self._error(node, "'extract' must be a list of {entries: [...]}")
+            return ()
+        found = []
+        for item in node.value:
+            fields = self._mapping(item, EXTRACT_FIELDS, "an extract descriptor")
+            if fields is None:
+                continue
+            entries_node = fields.get("entries")
+            if not isinstance(entries_node, yaml.SequenceNode) or not entries_node.value:
+                self._error(entries_node or item, "an extract descriptor needs a list of 'entries'")
+                continue
+            entries = [self._extract_entry(entry) for entry in entries_node.value]
+            if all(entries):
+                found.append(ExtractDescriptor(tuple(filter(None, entries)), self._source(item)))
+        return tuple(found)
+
+    def _extract_entry(self, node: yaml.Node) -> ExtractEntry | None:
+        fields = self._mapping(node, EXTRACT_ENTRY_FIELDS, "an extract entry")
+        if fields is None:
+            return None
+        key_node = fields.get("key")
+        key = self._string(key_node, "key") if key_node is not None else ""
+        if not key:
+            self._error(key_node or node, "an extract entry needs a non-empty 'key'")
+        kinds = [kind for kind in extract.SOURCES if kind in fields]
+        if len(kinds) != 1:
+            self._error(
+                node,
+                f"an extract entry takes its value from exactly one of "
+                f"{', '.join(extract.SOURCES)} (found {len(kinds)})",
+            )
+            return None
+        kind = kinds[0]
+        self._modifiers_apply(fields, kind)
+        errors_before = len(self.errors)
+        argument, pattern = self._extract_source(kind, fields[kind], fields)
+        if not key or len(self.errors) > errors_before:
+            return None
+        jwt_header = fields.get("jwt_header")
+        header = self._string(jwt_header, "jwt_header").lower() if jwt_header else "authorization"
+        return ExtractEntry(key, kind, argument, pattern, self._source(node), header)
+
+    def _modifiers_apply(self, fields: dict[str, yaml.Node], kind: str) -> None:
+        for modifier, kinds in (
+            ("regex", ("header", "jwt_claim")),
+            ("trusted_hops", ("source_address",)),
+            ("jwt_header", ("jwt_claim",)),
+        ):
+            if modifier in fields and kind not in kinds:
+                self._error(fields[modifier], f"'{modifier}' applies to {' and '.join(kinds)} only")
+
+    def _extract_source(
+        self, kind: str, node: yaml.Node, fields: dict[str, yaml.Node]
+    ) -> tuple[str | int, re.Pattern[str] | None]:
+        """The source's argument and compiled pattern (from `path`, or a `regex`)."""
+        if kind in ("method", "source_address"):
+            if not self._flag(fields, kind):
+                self._error(node, f"'{kind}' must be true")
+            hops = self._integer(fields.get("trusted_hops"), "trusted_hops", 0, MAX_TRUSTED_HOPS)
+            return hops or 0, None
+        if kind == "path_segments":
+            count = self._integer(node, "path_segments", 1, MAX_PATH_SEGMENTS)
+            return count or 1, None
+        text = self._string(node, kind)
+        if not text:
+            self._error(node, f"'{kind}' must be a non-empty string")
+            return "", None
+        if kind == "path":
+            try:
+                return text, extract.compile_path_template(text)
+            except ValueError as exc:
+                self._error(node, f"path template '{text}': {exc}")
+                return "", None
+        pattern = None
+        if "regex" in fields:
+            expression = self._string(fields["regex"], "regex")
+            try:
+                pattern = re.compile(expression)
+            except re.error as exc:
+                self._error(fields["regex"], f"regex '{expression}': {exc}")
+        return (text.lower() if kind == "header" else text), pattern
 
     # -- plans and tenants -----------------------------------------------------------------
 

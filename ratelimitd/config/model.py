@@ -144,6 +144,30 @@ class Node:
 
 
 @dataclass(frozen=True, slots=True)
+class ExtractEntry:
+    """One entry of a descriptor built from an HTTP request: its key, and where its value
+    comes from. `kind` names the source (`header`, `path`, `path_segments`, `method`,
+    `source_address`, `jwt_claim`, `value`); `argument` is the source's parameter (a header
+    name, a segment count, a claim path, trusted hops, a constant); `pattern` is a compiled
+    path template, or a header's or claim's `regex` whose first group is the value."""
+
+    key: str
+    kind: str
+    argument: str | int
+    pattern: re.Pattern[str] | None
+    source: Source
+    jwt_header: str = "authorization"
+
+
+@dataclass(frozen=True, slots=True)
+class ExtractDescriptor:
+    """A descriptor built from an HTTP request; skipped when any entry has no value."""
+
+    entries: tuple[ExtractEntry, ...]
+    source: Source
+
+
+@dataclass(frozen=True, slots=True)
 class Defaults:
     """Values for rule fields a file leaves out: the command line's, or a file's `defaults:`."""
 
@@ -153,13 +177,15 @@ class Defaults:
 
 @dataclass(frozen=True, slots=True)
 class Domain:
-    """The descriptor tree of one `domain`, and the defaults its rules were built with (which
-    also apply to Envoy's limit overrides in this domain)."""
+    """The descriptor tree of one `domain`, the defaults its rules were built with (which
+    also apply to Envoy's limit overrides in this domain), and how to build descriptors from
+    an HTTP request for external-authorization calls."""
 
     name: str
     root: Mapping[str, KeyIndex]
     source: Source
     defaults: Defaults = Defaults()
+    extract: tuple[ExtractDescriptor, ...] = ()  # descriptors of ext_authz Check calls
 
 
 @dataclass(frozen=True, slots=True)
