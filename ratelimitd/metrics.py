@@ -50,7 +50,8 @@ _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 
 
 REQUESTS = Counter(
     "ratelimitd_requests",
-    "ShouldRateLimit calls by domain and answer: OK, OVER_LIMIT, or the error code.",
+    "ShouldRateLimit and Authorization/Check calls by domain and answer: OK, OVER_LIMIT, "
+    "or the error code (a Check answered 503 counts as UNAVAILABLE).",
     ["domain", "code"],
 )
 DECISIONS = Counter(
@@ -163,7 +164,7 @@ RECORDER = DecisionRecorder()
 
 
 class Call:
-    """One ShouldRateLimit call being counted (see `counted`)."""
+    """One ShouldRateLimit or Check call being counted (see `counted`)."""
 
     __slots__ = ("code", "domain", "store_s")
 

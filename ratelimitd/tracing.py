@@ -4,9 +4,9 @@ Every call's `x-request-id` and the trace id of its `traceparent` (W3C Trace Con
 bound to the call's log context, so any event logged while answering it carries them.
 
 With `--tracing otlp` (or `console`, for debugging) and the `otel` extra installed, each
-ShouldRateLimit call is a span joined to the caller's trace, with its domain, answer and the
-time its store call took. The exporter is configured by the usual OTEL_* variables
-(`OTEL_EXPORTER_OTLP_ENDPOINT`, `OTEL_SERVICE_NAME`, ...).
+ShouldRateLimit and Authorization/Check call is a span joined to the caller's trace, with its
+domain, answer and the time its store call took. The exporter is configured by the usual
+OTEL_* variables (`OTEL_EXPORTER_OTLP_ENDPOINT`, `OTEL_SERVICE_NAME`, ...).
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ from typing import Any, NamedTuple
 import structlog
 
 _TRACEPARENT = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}")
-_SPAN_NAME = "envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit"
+RLS_SPAN_NAME = "envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit"
+AUTHZ_SPAN_NAME = "envoy.service.auth.v3.Authorization/Check"
 
 
 class Exporter(enum.Enum):
@@ -106,15 +107,16 @@ class Tracer:
         self._tracer = provider.get_tracer("ratelimitd")
         self._propagator = TraceContextTextMapPropagator()
 
-    def start(self, context: CallContext | None) -> Any:
-        """A started span for one call, the child of the caller's span if it sent one."""
+    def start(self, context: CallContext | None, name: str = RLS_SPAN_NAME) -> Any:
+        """A started span for one call (`name`: its RPC), the child of the caller's span if
+        it sent one."""
         parent = None
         if context is not None and context.traceparent:
             carrier = {"traceparent": context.traceparent}
             if context.tracestate:
                 carrier["tracestate"] = context.tracestate
             parent = self._propagator.extract(carrier)
-        return self._tracer.start_span(_SPAN_NAME, context=parent, kind=_server_kind())
+        return self._tracer.start_span(name, context=parent, kind=_server_kind())
 
     @staticmethod
     def end(span: Any, domain: str | None, code: str, store_seconds: float) -> None:

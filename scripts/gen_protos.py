@@ -17,7 +17,10 @@ from grpc_tools import protoc
 REPO = Path(__file__).resolve().parent.parent
 PROTO_ROOT = REPO / "proto"
 PACKAGE = Path("ratelimitd") / "protos"
-SERVICES = ["ratelimitd/protos/envoy/service/ratelimit/v3/rls.proto"]
+SERVICES = [
+    "ratelimitd/protos/envoy/service/auth/v3/external_auth.proto",
+    "ratelimitd/protos/envoy/service/ratelimit/v3/rls.proto",
+]
 
 
 def generate(out_root: Path) -> list[Path]:

@@ -1,6 +1,6 @@
-"""ASGI transport: gRPC unary over HTTP/2 (RLS and grpc.health.v1 Check) and the HTTP
-endpoints, on one port, for an ASGI server that speaks HTTP/2 with trailers — pyvoy, which
-runs the app inside Envoy (`--transport asgi`).
+"""ASGI transport: gRPC unary over HTTP/2 (RLS, Authorization and grpc.health.v1 Check) and
+the HTTP endpoints, on one port, for an ASGI server that speaks HTTP/2 with trailers — pyvoy,
+which runs the app inside Envoy (`--transport asgi`).
 
 `app` reads its settings from RATELIMITD_* environment variables in the ASGI lifespan
 startup, so the supervisor can start any number of Envoy processes on the same port.
@@ -44,7 +44,7 @@ from ratelimitd.transports.grpc_status import (
     unframe,
 )
 from ratelimitd.transports.http import HttpServer, Response
-from ratelimitd.transports.rpc import HEALTH_METHOD, RLS_METHOD, Rpc
+from ratelimitd.transports.rpc import AUTHZ_METHOD, HEALTH_METHOD, RLS_METHOD, Rpc
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -144,6 +144,9 @@ class RateLimitApp:
                 await self._grpc(
                     scope, receive, send, lambda data: rpc.should_rate_limit(data, context)
                 )
+            elif path == AUTHZ_METHOD and rpc is not None:
+                context = from_pairs(scope["headers"])
+                await self._grpc(scope, receive, send, lambda data: rpc.check(data, context))
             elif path == HEALTH_METHOD and rpc is not None:
                 await self._grpc(scope, receive, send, rpc.health_check)
             else:

@@ -1,5 +1,5 @@
-"""gRPC transport (grpc.aio): RateLimitService, grpc.health.v1 (Check and Watch) and server
-reflection."""
+"""gRPC transport (grpc.aio): RateLimitService, Authorization (ext_authz), grpc.health.v1
+(Check and Watch) and server reflection."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from ratelimitd.engine import Engine
 from ratelimitd.settings import Tls
 from ratelimitd.tracing import CallContext, from_pairs
 from ratelimitd.transports.grpc_status import MAX_MESSAGE_BYTES, GrpcError
-from ratelimitd.transports.rpc import HEALTH_SERVICES, RLS_SERVICE, Rpc
+from ratelimitd.transports.rpc import AUTHZ_SERVICE, HEALTH_SERVICES, RLS_SERVICE, Rpc
 
 _STATUS_CODES = {code.value[0]: code for code in grpc.StatusCode}
 
@@ -59,13 +59,15 @@ class GrpcTransport:
             [
                 grpc.method_handlers_generic_handler(
                     RLS_SERVICE, {"ShouldRateLimit": _unary(rpc.should_rate_limit)}
-                )
+                ),
+                grpc.method_handlers_generic_handler(AUTHZ_SERVICE, {"Check": _unary(rpc.check)}),
             ]
         )
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
-            [RLS_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME], self.server
+            [RLS_SERVICE, AUTHZ_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME],
+            self.server,
         )
         if tls is None:
             self.port = self.server.add_insecure_port(address)
@@ -79,12 +81,12 @@ class GrpcTransport:
             self.port = self.server.add_secure_port(address, credentials)
 
     async def start(self) -> None:
-        """Start serving and report SERVING for the overall server and the RLS service."""
+        """Start serving and report SERVING for the overall server and its services."""
         await self.server.start()
         await self.set_serving(True)
 
     async def set_serving(self, serving: bool) -> None:
-        """Flip the gRPC health status of "" and the RLS service."""
+        """Flip the gRPC health status of "" and the RLS and Authorization services."""
         status = (
             health_pb2.HealthCheckResponse.SERVING
             if serving

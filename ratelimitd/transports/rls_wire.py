@@ -26,16 +26,18 @@ _RESPONSE_UNITS = {
 }
 
 
-def _put_varint(out: bytearray, value: int) -> None:
+def put_varint(out: bytearray, value: int) -> None:
+    """Append `value` as a base-128 varint."""
     while value > 0x7F:
         out.append((value & 0x7F) | 0x80)
         value >>= 7
     out.append(value)
 
 
-def _put_bytes(out: bytearray, tag: int, data: bytes | bytearray) -> None:
+def put_bytes(out: bytearray, tag: int, data: bytes | bytearray) -> None:
+    """Append a length-delimited field: its one-byte tag, length and data."""
     out.append(tag)
-    _put_varint(out, len(data))
+    put_varint(out, len(data))
     out += data
 
 
@@ -50,14 +52,14 @@ def encode_response(decision: Decision) -> bytes:
             limit = bytearray()
             if rule.limit.requests_per_unit:
                 limit.append(0x08)
-                _put_varint(limit, rule.limit.requests_per_unit)
+                put_varint(limit, rule.limit.requests_per_unit)
             limit += bytes((0x10, _RESPONSE_UNITS[rule.limit.unit]))
             if rule.name:
-                _put_bytes(limit, 0x1A, rule.name.encode())
-            _put_bytes(item, 0x12, limit)  # current_limit
+                put_bytes(limit, 0x1A, rule.name.encode())
+            put_bytes(item, 0x12, limit)  # current_limit
         if status.remaining:
             item.append(0x18)  # limit_remaining
-            _put_varint(item, status.remaining)
+            put_varint(item, status.remaining)
         if status.reset_us is not None:
             # Whole seconds, rounded up: Envoy truncates to seconds for its own headers, and
             # a client told to come back must not come back too early.
@@ -65,15 +67,15 @@ def encode_response(decision: Decision) -> bytes:
             duration = bytearray()
             if seconds:
                 duration.append(0x08)
-                _put_varint(duration, seconds)
-            _put_bytes(item, 0x22, duration)  # duration_until_reset
-        _put_bytes(out, 0x12, item)  # statuses
+                put_varint(duration, seconds)
+            put_bytes(item, 0x22, duration)  # duration_until_reset
+        put_bytes(out, 0x12, item)  # statuses
     for key, value in decision.response_headers:
         header = bytearray()
-        _put_bytes(header, 0x0A, key.encode())
+        put_bytes(header, 0x0A, key.encode())
         if value:
-            _put_bytes(header, 0x12, value.encode())
-        _put_bytes(out, 0x1A, header)  # response_headers_to_add
+            put_bytes(header, 0x12, value.encode())
+        put_bytes(out, 0x1A, header)  # response_headers_to_add
     if decision.body:
-        _put_bytes(out, 0x2A, decision.body)  # raw_body
+        put_bytes(out, 0x2A, decision.body)  # raw_body
     return bytes(out)

