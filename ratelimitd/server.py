@@ -20,6 +20,7 @@ from ratelimitd.storage.base import Store
 from ratelimitd.tracing import TRACER
 from ratelimitd.transports.grpc import GrpcTransport
 from ratelimitd.transports.http import HttpServer
+from ratelimitd.transports.rpc import Rpc
 from ratelimitd.workers import asgi_starter, grpc_starter, supervise
 
 log = structlog.get_logger(__name__)
@@ -79,8 +80,7 @@ async def serve_grpc(settings: Settings, config: Config, store: Store) -> int:
             await http_server.start()
             running.push_async_callback(http_server.stop)
             grpc_transport = GrpcTransport(
-                running_service.engine,
-                running_service.readiness,
+                Rpc(running_service.engine, running_service.readiness, settings.authz_domain),
                 settings.grpc_addr,
                 settings.tls(),
                 settings.max_request_bytes,

@@ -82,6 +82,7 @@ class Settings:
     workers: int | None = None  # None: one per CPU with Redis, one with the memory store
     local_cache_size: int = 100_000
     memory_max_keys: int = DEFAULT_MAX_KEYS
+    authz_domain: str | None = None
     max_request_bytes: int = MAX_MESSAGE_BYTES
     max_descriptors: int = DEFAULT_REQUEST_LIMITS.max_descriptors
     max_entries: int = DEFAULT_REQUEST_LIMITS.max_entries
@@ -356,6 +357,13 @@ def add_serve_arguments(parser: argparse.ArgumentParser, environ: Mapping[str, s
         type=_count(0),
     )
     option(
+        "--authz-domain",
+        "domain of ext_authz Check calls whose context_extensions name none",
+        None,
+        shown="none: such calls are answered OK",
+        metavar="DOMAIN",
+    )
+    option(
         "--memory-max-keys",
         "counters the in-memory store keeps at most (then drops the one due to expire first)",
         defaults.memory_max_keys,
@@ -420,6 +428,7 @@ def settings_from(args: argparse.Namespace, environ: Mapping[str, str]) -> Setti
         workers=args.workers,
         local_cache_size=args.local_cache_size,
         memory_max_keys=args.memory_max_keys,
+        authz_domain=args.authz_domain or None,
         max_request_bytes=args.max_request_bytes,
         max_descriptors=args.max_descriptors,
         max_entries=args.max_entries,

@@ -436,6 +436,18 @@ def test_check_without_descriptors_allows_without_headers(
         )
 
 
+def test_authz_domain_applies_to_calls_that_name_none(
+    ratelimitd: RatelimitdFactory, tmp_path: Path
+) -> None:
+    server = ratelimitd(config_dir(tmp_path), "--authz-domain", "edge")
+    with grpc.insecure_channel(server.grpc_target) as channel:
+        stub = external_auth_pb2_grpc.AuthorizationStub(channel)
+        answers = [check(stub, check_request("defaulted", domain=None)) for _ in range(4)]
+        assert [a.status.code for a in answers] == [0, 0, 0, RESOURCE_EXHAUSTED]
+        # A route's own domain still wins.
+        assert check(stub, check_request("defaulted", domain="plain")).status.code == 0
+
+
 def test_malformed_check_requests_get_invalid_argument(server: Ratelimitd) -> None:
     with grpc.insecure_channel(server.grpc_target) as channel:
         raw: grpc.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(

@@ -241,7 +241,7 @@ class RateLimitApp:
         self._admin = HttpServer(service.routes, host, port)
         await self._admin.start()
         self._service = service
-        self._rpc = Rpc(service.engine, service.readiness)
+        self._rpc = Rpc(service.engine, service.readiness, settings.authz_domain)
         self._max_request_bytes = settings.max_request_bytes
         service.readiness.serving = True
         marker = self._environ.get(DRAIN_MARKER_ENV)

@@ -9,8 +9,6 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from ratelimitd.admin import Readiness
-from ratelimitd.engine import Engine
 from ratelimitd.settings import Tls
 from ratelimitd.tracing import CallContext, from_pairs
 from ratelimitd.transports.grpc_status import MAX_MESSAGE_BYTES, GrpcError
@@ -40,8 +38,7 @@ class GrpcTransport:
 
     def __init__(
         self,
-        engine: Engine,
-        readiness: Readiness,
+        rpc: Rpc,
         address: str,
         tls: Tls | None = None,
         max_request_bytes: int = MAX_MESSAGE_BYTES,
@@ -54,7 +51,6 @@ class GrpcTransport:
                 ("grpc.so_reuseport", 1),
             ]
         )
-        rpc = Rpc(engine, readiness)
         self.server.add_generic_rpc_handlers(
             [
                 grpc.method_handlers_generic_handler(
