@@ -96,7 +96,7 @@ async def authorize(
     found = extract.descriptors(domain, attributes)
     if not found:
         return AuthzDecision(Verdict.OK, domain=domain.name)
-    plan = engine.plan(Request(domain.name, found))
+    plan = engine.cached_plan(Request(domain.name, found))
     try:
         decision = await (engine.decide(plan) if call is None else call.decide(engine, plan))
     except StoreUnavailableError:

@@ -84,7 +84,7 @@ class Engine:
         over_limit_cache: OverLimitCache | None = None,
         request_limits: RequestLimits = DEFAULT_REQUEST_LIMITS,
     ) -> None:
-        self._plans: dict[bytes, Plan] = {}
+        self._plans: dict[bytes | Request, Plan] = {}  # by serialized or built request
         self.config = config
         self.store = store
         self._header_mode = header_mode
@@ -122,10 +122,22 @@ class Engine:
             plan = self.plan(request())
             # Large requests are rare and would make the cache's memory grow with their size.
             if len(data) <= PLAN_CACHE_MAX_REQUEST_BYTES:
-                if len(self._plans) >= PLAN_CACHE_SIZE:
-                    self._plans.clear()  # cheaper than LRU bookkeeping on every hit
-                self._plans[data] = plan
+                self._remember(data, plan)
         return plan
+
+    def cached_plan(self, request: Request) -> Plan:
+        """plan(request), kept for the next identical request: for callers that build requests
+        themselves from values of bounded size (ext_authz extraction)."""
+        plan = self._plans.get(request)
+        if plan is None:
+            plan = self.plan(request)
+            self._remember(request, plan)
+        return plan
+
+    def _remember(self, key: bytes | Request, plan: Plan) -> None:
+        if len(self._plans) >= PLAN_CACHE_SIZE:
+            self._plans.clear()  # cheaper than LRU bookkeeping on every hit
+        self._plans[key] = plan
 
     async def decide(self, plan: Plan) -> Decision:
         """Evaluate a request's plan against the store."""
