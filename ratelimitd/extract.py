@@ -115,7 +115,8 @@ def _method(_: ExtractEntry, request: HttpAttributes) -> str | None:
 
 def _source_address(entry: ExtractEntry, request: HttpAttributes) -> str | None:
     """The client: the connection's peer, or with `trusted_hops` N the N-th address from the
-    right of x-forwarded-for (what the N trusted proxies in front saw), as Envoy counts."""
+    right of x-forwarded-for as ext_authz sends it. Envoy has appended its own peer by then
+    (with use_remote_address), so behind N trusted proxies the client is at N + 1."""
     hops = int(entry.argument)
     if hops:
         forwarded = [a.strip() for a in request.headers.get("x-forwarded-for", "").split(",")]

@@ -14,10 +14,17 @@ HOST = "127.0.0.1"
 
 
 def local_bootstrap(
-    *, ingress_port: int, admin_port: int, ratelimitd: tuple[str, int], upstream_port: int
+    *,
+    ingress_port: int,
+    admin_port: int,
+    ratelimitd: tuple[str, int],
+    upstream_port: int,
+    source: Path = BOOTSTRAP,
 ) -> dict[str, Any]:
-    """envoy/envoy.yaml on local ports, calling ratelimitd at `ratelimitd` (host, port)."""
-    doc: dict[str, Any] = yaml.safe_load(BOOTSTRAP.read_text())
+    """envoy/envoy.yaml (or another shipped bootstrap of the same shape: clusters `ratelimitd`
+    and `upstream`, one ingress listener) on local ports, calling ratelimitd at `ratelimitd`
+    (host, port)."""
+    doc: dict[str, Any] = yaml.safe_load(source.read_text())
     local = {"address": HOST}
     doc["admin"]["address"]["socket_address"] = local | {"port_value": admin_port}
     resources = doc["static_resources"]

@@ -81,8 +81,16 @@ def proxies() -> Iterator[list[Envoy]]:
 def start_envoy(tmp: Path, ratelimitd_port: int, started: list[Envoy]) -> Envoy:
     """Envoy with ext_authz calling ratelimitd; stopped at teardown through `started`."""
     port, admin_port = free_port(), free_port()
-    config = tmp / f"envoy-{port}.yaml"
     doc = ext_authz_bootstrap(ratelimitd_port, port=port, admin_port=admin_port)
+    return run_envoy(tmp, doc, started)
+
+
+def run_envoy(tmp: Path, doc: dict[str, Any], started: list[Envoy]) -> Envoy:
+    """Envoy running bootstrap `doc` (a local one: its ingress listener first), once ready;
+    stopped at teardown through `started`."""
+    port = doc["static_resources"]["listeners"][0]["address"]["socket_address"]["port_value"]
+    admin_port = doc["admin"]["address"]["socket_address"]["port_value"]
+    config = tmp / f"envoy-{port}.yaml"
     config.write_text(yaml.safe_dump(doc))
     log_path = tmp / f"envoy-{port}.log"
     with log_path.open("wb") as log:
@@ -132,3 +140,29 @@ def test_ext_authz_allows_with_headers_then_answers_429(
     anonymous = proxy.get("/")
     assert anonymous.status == 200
     assert anonymous.header("x-ratelimit-remaining") == []
+
+
+PSEUDO_HEADERS = """
+domain: edge
+extract:
+  - entries:
+      - {key: route, header: ":path"}
+descriptors:
+  - key: route
+    value: /slow?page=2
+    rate_limit: {unit: minute, requests_per_unit: 1, name: slow_page_2}
+"""
+
+
+def test_envoy_sends_the_path_pseudo_header_with_its_query(
+    ratelimitd: RatelimitdFactory,
+    write_config: Callable[[str], Path],
+    proxies: list[Envoy],
+    tmp_path: Path,
+) -> None:
+    """`header: ":path"` reads what the rate limit filter's `request_headers` action on
+    `:path` sends (envoy/istio/ratelimitd.yaml relies on it)."""
+    server = ratelimitd(write_config(PSEUDO_HEADERS))
+    proxy = start_envoy(tmp_path, server.grpc_port, proxies)
+    assert [proxy.get("/slow?page=2").status for _ in range(2)] == [200, 429]
+    assert proxy.get("/slow").status == 200  # another value: no rule
