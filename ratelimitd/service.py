@@ -3,6 +3,7 @@ endpoints and config reloader."""
 
 from __future__ import annotations
 
+import gc
 from dataclasses import dataclass
 
 import structlog
@@ -79,8 +80,12 @@ def build(settings: Settings, config: Config, store: Store) -> Service:
     def apply(new: Config) -> None:
         engine.config = new
         metrics.config_loaded(new.digest, len(new.rules))
+        # The config lives until the next reload and has no reference cycles (the one it
+        # replaces is freed by reference counting): keep it out of every later collection,
+        # whose full passes would otherwise walk it all (tens of ms for 100k tenants).
+        gc.freeze()
 
-    metrics.config_loaded(config.digest, len(config.rules))
+    apply(config)
 
     return Service(
         engine,

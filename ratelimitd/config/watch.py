@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -28,6 +29,9 @@ log = structlog.get_logger(__name__)
 # File timestamps are coarse (a clock tick; seconds on some filesystems): a file changed this
 # recently can change again without its stat changing, so it is hashed again on every poll.
 _RECENT_NS = 2_000_000_000
+
+# How often the reloading thread hands the interpreter back to the event loop.
+RELOAD_SWITCH_INTERVAL_S = 0.001
 
 _Stat = tuple[int, int, int, int, int]  # device, inode, size, mtime, ctime of the target
 
@@ -120,8 +124,8 @@ class ConfigReloader:
         """Load the files and apply them if valid, otherwise log every error and keep the
         config in force; whether the new config was applied."""
         try:
-            # Parsing a large config takes a while: off the loop, which keeps answering.
-            config = await asyncio.to_thread(load_config, self._paths, self._defaults)
+            # Parsing a large config takes a while: off the loop (see _load).
+            config = await self._load()
         except InvalidConfigError as exc:
             errors = [str(error) for error in exc.errors]
         except Exception as exc:  # e.g. RecursionError from absurd nesting: keep serving
@@ -143,6 +147,16 @@ class ConfigReloader:
         metrics.config_reload(success=False)
         log.error("config_reload_failed", pid=os.getpid(), errors=errors)
         return False
+
+    async def _load(self) -> Config:
+        """The config the files hold now, parsed off the loop, which keeps answering; the loop
+        gets the interpreter back every millisecond instead of every five meanwhile."""
+        switch_interval = sys.getswitchinterval()
+        sys.setswitchinterval(min(switch_interval, RELOAD_SWITCH_INTERVAL_S))
+        try:
+            return await asyncio.to_thread(load_config, self._paths, self._defaults)
+        finally:
+            sys.setswitchinterval(switch_interval)
 
     async def _watch(self) -> None:
         seen = settled = self.state.digest  # settled: the digest last loaded or tried
