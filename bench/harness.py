@@ -7,6 +7,13 @@ half the measured rate for its p99. Then, with --e2e, Envoy with and without the
 
 With --soak MINUTES instead: per worker count, transport and scenario, a fresh ratelimitd
 warmed up and probed the same way, then MINUTES of steady load with its memory sampled.
+
+With --tenants [N]: generated configs of 10 and N tenants, their load time and matcher speed
+in a fresh interpreter, ratelimitd's decisions on each (alternating rounds), and reloads of
+the large one under load. With --noisy: a quiet tenant alone, then beside a tenant at 100
+times its quota, on Redis and on a Redis Cluster (bench/tenants.py).
+
+ratelimitd's answers are counted by ratelimitd's own counters (bench/metrics.py).
 """
 
 from __future__ import annotations
@@ -14,8 +21,10 @@ from __future__ import annotations
 import argparse
 import shutil
 import signal
+import statistics
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,9 +32,9 @@ from typing import TypeVar
 
 import redis
 
-from bench import e2e, report, soak
+from bench import e2e, metrics, report, soak, tenants
 from bench.load import Bodies as BodyFiles
-from bench.load import H2Load, LoadResult, Wrk, build_shim
+from bench.load import H2Load, LoadResult, RunningLoad, Wrk, build_shim
 from bench.procs import (
     HarnessError,
     MachineCpu,
@@ -34,33 +43,38 @@ from bench.procs import (
     install_signal_handlers,
     load_average,
 )
-from bench.report import E2ERow, Row, SoakRow
+from bench.report import ConfigRow, E2ERow, NoisyRow, ReloadRow, Row, SoakRow
 from bench.scenarios import DEFAULT_DISTINCT_KEYS, NAMES, Scenario, build
 from bench.servers import (
     ProbeResult,
+    RedisCluster,
     RedisCounters,
     RedisServer,
     Server,
+    Store,
     probe,
     redis_counters,
     serve_flags,
     start_constant,
     start_ratelimitd,
     start_redis,
+    start_redis_cluster,
 )
 
 BENCH = Path(__file__).resolve().parent
 CONFIG = BENCH / "config"
 RESULTS = BENCH / "RESULTS.md"
 TRANSPORTS = ("grpc", "asgi")
-# --soak's defaults: the faster transport (README.md, Speed) and the plainest request.
-SOAK_TRANSPORTS = ["asgi"]
+# --soak's, --tenants' and --noisy's default: the faster transport (README.md, Speed); --soak's
+# scenario: the plainest request.
+MODE_TRANSPORTS = ["asgi"]
 SOAK_SCENARIOS = ["one"]
 PROBE_SAMPLE = 20
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-AnyRow = TypeVar("AnyRow", Row, SoakRow)
+AnyRow = TypeVar("AnyRow", Row, SoakRow, NoisyRow)
 # Debian package of each tool the harness runs.
 TOOLS = {"h2load": "nghttp2-client", "wrk": "wrk", "redis-server": "redis-server"}
+MODES = ("--soak", "--tenants", "--noisy")  # each instead of the table of scenarios
 
 
 def _csv(allowed: Sequence[str] | None = None) -> Callable[[str], list[str]]:
@@ -104,7 +118,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     add(
         "--transports",
         type=_csv(TRANSPORTS),
-        help="comma-separated: grpc, asgi (default: both; with --soak: asgi)",
+        help="comma-separated: grpc, asgi (default: both; with --soak, --tenants, --noisy: asgi)",
     )
     add(
         "--workers",
@@ -167,9 +181,26 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         f"{soak.SAMPLE_INTERVAL_S:g} s",
     )
     add(
+        "--tenants",
+        type=int,
+        nargs="?",
+        const=tenants.DEFAULT_TENANTS,
+        metavar="N",
+        help=f"instead: per-tenant quotas at scale, {tenants.SMALL} tenants against N (default "
+        f"{tenants.DEFAULT_TENANTS:,}): config load time, matcher, decisions, and reloads under "
+        "load",
+    )
+    add(
+        "--noisy",
+        action="store_true",
+        help=f"instead: a noisy neighbour: one tenant at {tenants.NOISY_FACTOR}x its quota "
+        "beside a quiet one, on Redis and on a 3-node Redis Cluster",
+    )
+    add(
         "--rps",
         type=float,
-        help="--soak: requests per second in all (default: half of the warm-up's rate)",
+        help="--soak: requests per second in all (default: half of the warm-up's rate); "
+        "--tenants: of the reload run (default: half of the full-load rate)",
     )
     add("--wrk-connections", type=int, default=16, help="wrk connections (default 16)")
     add("--wrk-threads", type=int, default=1, help="wrk threads (default 1)")
@@ -185,26 +216,36 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     add("--no-results", dest="write_results", action="store_false", help="print the table only")
     add("--keep-workdir", action="store_true", help="keep logs and h2load files")
     args = parser.parse_args(argv)
+    modes = [m for m in MODES if getattr(args, m[2:]) not in (None, False)]
+    if len(modes) > 1:
+        parser.error(f"{' and '.join(modes)}: one at a time")
+    mode = modes[0] if modes else None
     if args.transports is None:
-        args.transports = SOAK_TRANSPORTS if args.soak else list(TRANSPORTS)
+        args.transports = MODE_TRANSPORTS if mode else list(TRANSPORTS)
+    if mode is not None and (args.target is not None or args.e2e):
+        parser.error(f"{mode} measures ratelimitd: not with --target or --e2e")
+    if mode in ("--tenants", "--noisy"):
+        if args.scenarios is not None:
+            parser.error(f"{mode} sends requests of its own: not with --scenarios")
+        args.scenarios = []
     if args.scenarios is None:
         args.scenarios = SOAK_SCENARIOS if args.soak else list(NAMES)
     if args.soak is not None:
         if args.soak <= 0:
             parser.error("--soak needs a number of minutes above 0")
-        if args.target is not None or args.e2e:
-            parser.error("--soak measures ratelimitd: not with --target or --e2e")
         if not args.scenarios:
             parser.error("--soak needs a scenario")
         if args.rps is None and args.warmup <= 0:
             parser.error("--soak needs --rps or a --warmup to measure the rate from")
-    if args.rps is not None and (args.soak is None or args.rps <= 0):
-        parser.error("--rps is a rate above 0 for --soak")
+    if args.tenants is not None and args.tenants <= tenants.SMALL:
+        parser.error(f"--tenants N: more than {tenants.SMALL}")
+    if args.rps is not None and (mode not in ("--soak", "--tenants") or args.rps <= 0):
+        parser.error("--rps is a rate above 0 for --soak or --tenants")
     if args.duration < 1 or args.warmup < 0:
         parser.error("--duration must be at least 1 s and --warmup at least 0")
     if args.clients < 1 or args.streams < 1 or args.threads < 1 or args.threads > args.clients:
         parser.error("need 1 <= --threads <= --clients and --streams >= 1")
-    if not args.scenarios and not args.e2e:
+    if not args.scenarios and not args.e2e and mode is None:
         parser.error("nothing to do: no scenarios and no --e2e")
     if args.distinct_keys < 2:
         parser.error("--distinct-keys must be at least 2")
@@ -213,7 +254,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def missing_tools(args: argparse.Namespace) -> list[str]:
     """The external tools this run needs that are not on PATH."""
-    needed = ["h2load"] if args.scenarios else []
+    needed = ["h2load"] if args.scenarios or args.tenants or args.noisy else []
     if args.target is None:
         needed.append("redis-server")
     if args.e2e:
@@ -245,8 +286,12 @@ class Bench:
         self.rows: list[Row] = []
         self.e2e_rows: list[E2ERow] = []
         self.soak_rows: list[SoakRow] = []
+        self.config_rows: list[ConfigRow] = []
+        self.reload_rows: list[ReloadRow] = []
+        self.noisy_rows: list[NoisyRow] = []
         self.notes: list[str] = []
         self.redis: RedisServer | None = None
+        self.cluster: RedisCluster | None = None
         self.target_redis: redis.Redis | None = None
         self.shim: Path | None = None
         self.flags: set[str] = set()
@@ -260,7 +305,15 @@ class Bench:
         args = self.args
         workdir = self.supervisor.workdir
         self.notes.append(f"load average at start: {load_average()}")
-        self.scenarios = [build(n, distinct_keys=args.distinct_keys) for n in args.scenarios]
+        if args.tenants is not None:
+            self.scenarios = [tenants.spread(args.tenants)]
+        elif args.noisy:
+            self.scenarios = [
+                tenants.tenant(tenants.QUIET, 0.0),
+                tenants.tenant(tenants.NOISY, 1.0),
+            ]
+        else:
+            self.scenarios = [build(n, distinct_keys=args.distinct_keys) for n in args.scenarios]
         for scenario in self.scenarios:
             self.bodies[scenario.name] = BodyFiles.write(workdir, scenario.name, scenario.messages)
         if any(s.distinct > 1 for s in self.scenarios):
@@ -278,10 +331,16 @@ class Bench:
         elif args.target_redis is not None:
             host, port = args.target_redis
             self.target_redis = redis.Redis(host=host, port=port, socket_timeout=5)
-        if args.soak is not None:
+        if args.tenants is not None:
+            self.run_tenants()
+            return
+        if args.soak is not None or args.noisy:
             for workers in args.workers:
                 for transport in args.transports:
-                    self.soak_ratelimitd(transport, workers)
+                    if args.noisy:
+                        self.noisy_ratelimitd(transport, workers)
+                    else:
+                        self.soak_ratelimitd(transport, workers)
             return
         if self.scenarios:
             for workers in args.workers:
@@ -298,16 +357,41 @@ class Bench:
     def settings(self) -> str:
         """The load settings, for the record."""
         args = self.args
+        h2load = f"h2load -c {args.clients} -m {args.streams} -t {args.threads}"
+        if args.tenants is not None:
+            rate = f"{args.rps:,.0f}/s" if args.rps else "half the full-load rate"
+            return (
+                f"tenants: configs of {tenants.SMALL} and {args.tenants:,} tenants "
+                f"(bench/tenants.py: 4 plans, 1 tenant in {tenants.OVERRIDE_EVERY} with an "
+                f"override, a default plan); load_config {tenants.LOAD_RUNS} times each, in a "
+                f"fresh interpreter; match() best of {tenants.MATCH_REPEAT}; {h2load}, "
+                f"scenario `tenants`, per server {args.warmup:g} s warm-up (unmeasured), "
+                f"{args.duration:g} s measured"
+                + (", then p99 @50%: the same at half the measured rate" if args.half_load else "")
+                + f"; reloads: {h2load} at {rate} (--rps) for {tenants.reload_duration():g} s "
+                f"and more, {len(tenants.RELOAD_TRIGGERS)} reloads "
+                f"({', '.join(tenants.RELOAD_TRIGGERS)}) {tenants.RELOAD_GAP_S:g} s apart"
+            )
+        if args.noisy:
+            return (
+                f"noisy neighbour: {h2load} per tenant; per store a fresh ratelimitd, "
+                f"`{tenants.QUIET}` ({tenants.NOISY_TENANTS[tenants.QUIET]}: 1000/s) warmed up "
+                f"for {args.warmup:g} s, then at {tenants.QUIET_RPS:,.0f}/s for "
+                f"{args.duration:g} s alone, then again beside `{tenants.NOISY}` "
+                f"({tenants.NOISY_TENANTS[tenants.NOISY]}: 10/s, burst {tenants.NOISY_BURST}) at "
+                f"{tenants.NOISY_FACTOR} times 10/s, from {tenants.NOISY_LEAD_S:g} s before to "
+                f"{tenants.NOISY_LEAD_S:g} s after; the store flushed before each run"
+            )
         if args.soak is not None:
             rate = f"{args.rps:,.0f}/s" if args.rps else "half the warm-up's rate"
             return (
-                f"soak: h2load -c {args.clients} -m {args.streams} -t {args.threads}; per row "
+                f"soak: {h2load}; per row "
                 f"a fresh ratelimitd, {args.warmup:g} s warm-up at full load (unmeasured), "
                 f"then {args.soak:g} min at {rate} (--rps); RSS (VmRSS summed over "
                 f"ratelimitd's process tree) and a gRPC probe every {soak.SAMPLE_INTERVAL_S:g} s"
             )
         text = (
-            f"h2load -c {args.clients} -m {args.streams} -t {args.threads}; per row "
+            f"{h2load}; per row "
             f"{args.warmup:g} s warm-up (unmeasured), {args.duration:g} s measured"
         )
         if args.half_load:
@@ -318,6 +402,38 @@ class Bench:
                 f"Envoy --concurrency {args.envoy_concurrency}"
             )
         return text
+
+    def tables(self) -> list[tuple[str, str]]:
+        """The record's tables, each with its title."""
+        tables = []
+        if self.config_rows:
+            title = "Configs (load_config and match() in a fresh interpreter):"
+            tables.append((title, report.config_table(self.config_rows)))
+        if self.rows:
+            if self.args.tenants is not None:
+                title = f"Decisions, requests spread over {self.args.tenants:,} tenants:"
+                tables.append((title, report.grpc_table(self.rows, ratio="vs 10 tenants")))
+            else:
+                tables.append(("", report.grpc_table(self.rows)))
+        if self.reload_rows:
+            title = (
+                f"Reloads of the {self.args.tenants:,}-tenant config under load (requests by "
+                "start time: in a reload's window, from its trigger to `config_reloaded`, or "
+                "outside all):"
+            )
+            tables.append((title, report.reload_table(self.reload_rows)))
+        if self.e2e_rows:
+            tables.append(("End to end (wrk → Envoy → upstream):", report.e2e_table(self.e2e_rows)))
+        if self.soak_rows:
+            title = "Soak (steady load; RSS of ratelimitd's process tree):"
+            tables.append((title, report.soak_table(self.soak_rows)))
+        if self.noisy_rows:
+            title = (
+                "Noisy neighbour (admitted and OVER_LIMIT from ratelimitd's counters; Redis "
+                "RT/decision: script calls ÷ decisions of the whole run):"
+            )
+            tables.append((title, report.noisy_table(self.noisy_rows)))
+        return tables
 
     # -- servers ------------------------------------------------------------------------
 
@@ -332,11 +448,11 @@ class Bench:
         )
 
     def _ratelimitd_starter(
-        self, transport: str, workers: int, config: str
+        self, transport: str, workers: int, config: Path, redis_url: str | None = None
     ) -> Callable[[], Server]:
-        """Starts ratelimitd on this run's Redis with bench/config/<config>."""
+        """Starts ratelimitd with `config` on this run's Redis (or on `redis_url`)."""
         assert self.redis is not None
-        redis_url = self.redis.url
+        url = redis_url or self.redis.url
 
         def start() -> Server:
             return start_ratelimitd(
@@ -344,8 +460,8 @@ class Bench:
                 transport=transport,
                 workers=workers,
                 flags=self.flags,
-                redis_url=redis_url,
-                config=CONFIG / config,
+                redis_url=url,
+                config=config,
                 extra_args=self.args.ratelimitd_arg,
             )
 
@@ -353,7 +469,7 @@ class Bench:
 
     def measure_ratelimitd(self, transport: str, workers: int) -> None:
         """ratelimitd through every scenario."""
-        start = self._ratelimitd_starter(transport, workers, "bench.yaml")
+        start = self._ratelimitd_starter(transport, workers, CONFIG / "bench.yaml")
 
         self._measure_all("ratelimitd", transport, workers, start, half=self.args.half_load)
 
@@ -391,12 +507,329 @@ class Bench:
 
     def soak_ratelimitd(self, transport: str, workers: int) -> None:
         """A soak per scenario, each on a fresh ratelimitd: its memory starts from scratch."""
-        start = self._ratelimitd_starter(transport, workers, "bench.yaml")
+        start = self._ratelimitd_starter(transport, workers, CONFIG / "bench.yaml")
         for scenario in self.scenarios:
             row = SoakRow(transport, workers, scenario.name, self.args.soak)
             self.soak_rows.append(row)
             title = f"soak ratelimitd {transport} workers={workers} {scenario.name}"
             self._on_server(title, start, [(scenario, row)], self.soak)
+
+    # -- --tenants ----------------------------------------------------------------------
+
+    def run_tenants(self) -> None:
+        """Configs of SMALL and --tenants tenants: load time and matcher in a fresh
+        interpreter; then per worker count and transport, decisions on each config and
+        reloads of the large one under load."""
+        large = self.args.tenants
+        width = tenants.width_for(large)
+        configs = {}
+        for count in (tenants.SMALL, large):
+            directory = self.supervisor.workdir / f"tenants-{count}"
+            configs[count] = tenants.write_config(directory, tenants.tenants_yaml(count, width))
+            row = ConfigRow(count)
+            self.config_rows.append(row)
+            self.measure_config(row, configs[count], tenants.names(large, width))
+        for workers in self.args.workers:
+            for transport in self.args.transports:
+                self.tenants_ratelimitd(transport, workers, configs)
+
+    def measure_config(self, row: ConfigRow, config: Path, spread: Sequence[str]) -> None:
+        """load_config's time and memory on `config`, and match()'s time per call for the
+        names of every request sent (`spread`) and for the config's own tenants."""
+        log(f"== {row.label}: load_config x{tenants.LOAD_RUNS}, beside a loop, match()")
+        row.size_kib = sum(f.stat().st_size for f in config.iterdir()) / 1024
+        try:
+            times = tenants.load_times(config)
+            row.load_s, row.rules = times.seconds, times.rules
+            row.rss_mib, row.gc_ms = times.rss_kib / 1024, times.gc_s * 1000
+            row.stall_ms = tenants.loop_stall_s(config) * 1000
+            listed = tenants.names(row.tenants, tenants.width_for(len(spread)))
+            row.match_ns["spread"] = tenants.match_ns(config, spread)
+            row.match_ns["listed"] = tenants.match_ns(config, listed)
+        except HarnessError as exc:
+            row.error = str(exc).splitlines()[0]
+            log(f"   failed: {exc}")
+            return
+        best = row.best_s
+        assert best is not None
+        row.notes.append("load_config runs, s: " + ", ".join(f"{t:.3f}" for t in row.load_s))
+        if row.tenants >= tenants.DEFAULT_TENANTS and best > tenants.LOAD_TARGET_S:
+            row.problems.append(
+                f"best load {best:.2f} s: over the {tenants.LOAD_TARGET_S:g} s target"
+            )
+        log(
+            f"   load best {best:.3f} s, median {row.median_s:.3f} s, {row.rules} rules, "
+            f"+{row.rss_mib:.1f} MiB, full GC {row.gc_ms:.1f} ms, loop stall {row.stall_ms:.0f} "
+            "ms; match() " + ", ".join(f"{k} {v:.0f} ns" for k, v in row.match_ns.items())
+        )
+
+    def tenants_ratelimitd(self, transport: str, workers: int, configs: dict[int, Path]) -> None:
+        """ratelimitd on each config through the `tenants` scenario, LOOKUP_ROUNDS times in
+        alternating order (machine noise falls on both), each round's large-config
+        decisions/s as a ratio of its small-config one's; then, on the last large one,
+        reloads under load."""
+        scenario = self.scenarios[0]
+        small, large = min(configs), max(configs)
+        ratios: list[float] = []
+        for round_ in range(1, tenants.LOOKUP_ROUNDS + 1):
+            rows = {}
+            for count in (small, large) if round_ % 2 else (large, small):
+                server = f"ratelimitd, {count:,} tenants (round {round_})"
+                row = rows[count] = Row(transport, workers, scenario.name, server)
+                self.rows.append(row)
+                reload = count == large and round_ == tenants.LOOKUP_ROUNDS
+
+                def measure(
+                    server: Server, scenario: Scenario, row: Row, reload: bool = reload
+                ) -> None:
+                    self.measure(server, scenario, row, half=self.args.half_load)
+                    if reload:
+                        self.reloads(server, scenario, configs[large], row)
+
+                self._on_server(
+                    f"ratelimitd {transport} workers={workers}, {count:,} tenants, round {round_}",
+                    self._ratelimitd_starter(transport, workers, configs[count]),
+                    [(scenario, row)],
+                    measure,
+                )
+            base, scaled = rows[small].full, rows[large].full
+            if base is not None and scaled is not None and base.rate > 0:
+                ratio = scaled.rate / base.rate
+                rows[small].ratio, rows[large].ratio = 1.0, ratio
+                ratios.append(ratio)
+        if ratios:
+            self.notes.append(
+                f"{transport} w{workers}: decisions/s at {large:,} tenants ÷ at {small}, by "
+                f"round: {', '.join(f'{r:.2f}' for r in ratios)}; median "
+                f"{statistics.median(ratios):.2f}"
+            )
+
+    def reloads(self, server: Server, scenario: Scenario, config: Path, lookup: Row) -> None:
+        """tenants.RELOAD_TRIGGERS during one h2load run at a fixed rate: --rps, else half
+        the full-load rate of `lookup`. Fills reload rows, one per reload, one for the
+        requests outside them and one for the whole run."""
+        args = self.args
+        rate = args.rps or (lookup.full.rate / 2 if lookup.full else 0.0)
+        if rate <= 0:
+            self.reload_rows.append(ReloadRow("reloads", error="no rate to load with"))
+            return
+        log(f"   reloads under load: {rate:,.0f}/s")
+        bodies = self._start_scenario(server, scenario)
+        assert server.metrics_url is not None  # a ratelimitd
+        reloader = tenants.Reloader(
+            server, config, self.supervisor.workdir / "tenants-staged.yaml", args.tenants
+        )
+        try:
+            result, counts, rows = tenants.reload_under_load(
+                reloader,
+                lambda duration: self._start_load(
+                    server, scenario, "reloads", duration, rate / args.clients
+                ),
+            )
+        except HarnessError as exc:
+            self.reload_rows.append(ReloadRow("reloads", error=str(exc).splitlines()[0]))
+            log(f"   reloads failed: {exc}")
+            return
+        server.check_alive()
+        accounting = metrics.account(server.metrics_url, counts, [result])
+        whole = ReloadRow(
+            f"whole run ({result.rate:,.0f}/s of {rate:,.0f} asked)",
+            requests=result.succeeded,
+            p50_ms=result.p50_ms,
+            p99_ms=result.p99_ms,
+            fail_open=accounting.failure_allowed,
+        )
+        *reloads, outside = rows
+        outside.fail_open = accounting.failure_allowed - sum(r.fail_open or 0 for r in reloads)
+        accounting.check(whole.problems, whole.warnings)
+        whole.problems += _load_problems(result, bodies)
+        self.reload_rows += [*rows, whole]
+        self.notes.append(f"reload run: {accounting.summary()}")
+        for row in rows:
+            took = f"{row.reload_s:5.2f} s" if row.reload_s is not None else " " * 7
+            log(
+                f"   {row.window:32} {took}  {row.requests:7,} requests  "
+                f"p99 {row.p99_ms or 0:7.2f} ms  max {row.max_ms or 0:7.2f} ms"
+            )
+
+    # -- --noisy ------------------------------------------------------------------------
+
+    def noisy_ratelimitd(self, transport: str, workers: int) -> None:
+        """The noisy-neighbour runs on our Redis, then on a Redis Cluster of 3 nodes."""
+        config = tenants.write_config(
+            self.supervisor.workdir / "noisy", tenants.noisy_tenants_yaml()
+        )
+        redis_server = self.redis
+        assert redis_server is not None
+        self.noisy_on(transport, workers, config, "redis", lambda: redis_server)
+        self.noisy_on(transport, workers, config, "redis cluster (3)", self._cluster)
+
+    def _cluster(self) -> RedisCluster:
+        """The run's Redis Cluster, started when first needed."""
+        if self.cluster is None:
+            self.cluster = start_redis_cluster(self.supervisor)
+        return self.cluster
+
+    def noisy_on(
+        self,
+        transport: str,
+        workers: int,
+        config: Path,
+        label: str,
+        store_of: Callable[[], Store],
+    ) -> None:
+        """The quiet tenant alone, then beside the noisy one, on a fresh ratelimitd."""
+        quiet, noisy = self.scenarios
+        noisy_rate = tenants.NOISY_FACTOR * tenants.NOISY_RATE_PER_S
+        if len(self.args.transports) * len(self.args.workers) > 1:
+            label = f"{label}, {transport} w{workers}"
+        alone = NoisyRow(label, "alone", quiet.name, tenants.QUIET_RPS)
+        beside = NoisyRow(label, "beside noisy", quiet.name, tenants.QUIET_RPS)
+        loud = NoisyRow(label, "beside noisy", noisy.name, noisy_rate)
+        rows = [alone, beside, loud]
+        self.noisy_rows += rows
+        log(f"== noisy neighbour on {label}: ratelimitd {transport} workers={workers}")
+        try:
+            store = store_of()
+        except HarnessError as exc:
+            for row in rows:
+                row.error = str(exc).splitlines()[0]
+                row.skipped = isinstance(exc, UnavailableError)
+            log(f"   not run: {exc}")
+            return
+
+        def measure(server: Server, scenario: Scenario, row: NoisyRow) -> None:
+            self.noisy_runs(server, store, alone, beside, loud)
+
+        self._on_server(
+            f"   ratelimitd {transport} workers={workers}",
+            self._ratelimitd_starter(transport, workers, config, store.url),
+            [(quiet, alone)],
+            measure,
+        )
+        for row in (beside, loud):
+            if row.result is None and row.error is None:
+                row.error = alone.error or "not run"
+
+    def noisy_runs(
+        self, server: Server, store: Store, alone: NoisyRow, beside: NoisyRow, loud: NoisyRow
+    ) -> None:
+        """Warm up, then the quiet tenant alone, then beside the noisy one; fill the rows."""
+        args = self.args
+        quiet, noisy = self.scenarios
+        tag = "cluster" if isinstance(store, RedisCluster) else "redis"
+        quiet_rps = tenants.QUIET_RPS / args.clients
+        noisy_rps = loud.asked_rate / args.clients
+        server.check_alive()
+        if args.warmup > 0:
+            self._load(server, quiet, f"{tag}-warmup", args.warmup, quiet_rps)
+
+        store.flushall()
+        before = self._noisy_counters(server, store)
+        alone.result = self._load(server, quiet, f"{tag}-alone", args.duration, quiet_rps)
+        self._noisy_account(server, store, before, [alone], {})
+        result = alone.result
+        log(f"   quiet alone: p50 {result.p50_ms or 0:6.2f} ms  p99 {result.p99_ms or 0:6.2f} ms")
+
+        store.flushall()
+        before = self._noisy_counters(server, store)
+        running = self._start_load(
+            server, noisy, f"{tag}-noisy", args.duration + 2 * tenants.NOISY_LEAD_S, noisy_rps
+        )
+        try:
+            time.sleep(tenants.NOISY_LEAD_S)
+            beside.result = self._load(server, quiet, f"{tag}-beside", args.duration, quiet_rps)
+            # What each tenant is answered, over a real gRPC client, while the noisy one still
+            # sends (NOISY_LEAD_S more): one call each, counted as decisions like the rest.
+            probes = {}
+            for row, scenario in ((beside, quiet), (loud, noisy)):
+                probes[row.tenant] = checked = probe(server, scenario.messages)
+                row.notes.append(f"probe at the end of the run: {checked.summary()}")
+                row.problems += _probe_problems("probe", checked, scenario, True)
+        finally:
+            loud.result = running.finish()
+        self._noisy_account(server, store, before, [beside, loud], probes)
+        server.check_alive()
+        if alone.result.p99_ms and beside.result.p99_ms:
+            beside.ratio = beside.result.p99_ms / alone.result.p99_ms
+        log(
+            f"   quiet beside noisy: p50 {beside.result.p50_ms or 0:6.2f} ms  "
+            f"p99 {beside.result.p99_ms or 0:6.2f} ms; noisy admitted {loud.admitted} of "
+            f"{loud.result.done}"
+        )
+
+    def _noisy_counters(
+        self, server: Server, store: Store
+    ) -> tuple[metrics.Counts, list[RedisCounters]]:
+        """ratelimitd's counters, and each Redis node's."""
+        assert server.metrics_url is not None
+        nodes = store.servers if isinstance(store, RedisCluster) else [store]
+        return metrics.scrape(server.metrics_url), [node.counters() for node in nodes]
+
+    def _noisy_account(
+        self,
+        server: Server,
+        store: Store,
+        before: tuple[metrics.Counts, list[RedisCounters]],
+        rows: Sequence[NoisyRow],
+        probes: dict[str, ProbeResult],
+    ) -> None:
+        """Each tenant's decisions from ratelimitd's counters (each tenant's plan is a rule
+        of its own), less those of its probe (`probes`, by tenant) during the run, checked;
+        Redis round trips per decision of the run."""
+        assert server.metrics_url is not None
+        counts, nodes_before = before
+        results = [row.result for row in rows if row.result is not None]
+        sent = sum(probed.sent for probed in probes.values())
+        accounting = metrics.account(server.metrics_url, counts, results, sent)
+        _, nodes_after = self._noisy_counters(server, store)
+        calls = [
+            a.script_calls - b.script_calls for a, b in zip(nodes_after, nodes_before, strict=True)
+        ]
+        decisions = accounting.counts.decided()
+        accounting.check(rows[0].problems, rows[0].warnings, "run")
+        rows[0].notes.append(f"run: {accounting.summary()}")
+        if isinstance(store, RedisCluster):
+            where = ", ".join(
+                f"{row.tenant} on node {store.node_of(f'bench:tenant={row.tenant}') + 1}"
+                for row in rows
+            )
+            rows[0].notes.append(
+                f"Redis script calls per node: {', '.join(f'{c:,}' for c in calls)} ({where})"
+            )
+        for row in rows:
+            assert row.result is not None
+            plan = tenants.NOISY_TENANTS[row.tenant]
+            row.redis_rt = sum(calls) / decisions if decisions else None
+            probed = probes.get(row.tenant, ProbeResult(0, 0, 0, []))
+            row.admitted = accounting.counts.decided(
+                rule=plan, results=("within_limit", "near_limit")
+            ) - (probed.answered - probed.over_limit)
+            row.cache_hits = accounting.counts.decided(rule=plan, results=("local_cache_hit",))
+            row.rejected = (
+                accounting.counts.decided(
+                    rule=plan, results=("over_limit", "local_cache_hit", "failure_denied")
+                )
+                - probed.over_limit
+            )
+            row.problems += _load_problems(row.result, self.bodies[row.tenant])
+            done, started = row.result.done or 0, row.result.started or 0
+            if row.tenant == tenants.QUIET:
+                # Every request; those cut off in flight at the end may or may not be decided.
+                row.expected = f"{done:,}" + (f" to {started:,}" if started > done else "")
+                if not done <= row.admitted <= started or row.rejected:
+                    row.problems.append(
+                        f"{row.admitted:,} admitted, {row.rejected:,} rejected of {done:,} sent"
+                    )
+                continue
+            # A full bucket of NOISY_BURST, refilled at NOISY_RATE_PER_S while the load lasts.
+            expected = tenants.NOISY_BURST + tenants.NOISY_RATE_PER_S * row.result.duration_s
+            row.expected = f"≈ {expected:,.0f}"
+            if row.admitted > expected + tenants.NOISY_RATE_PER_S:
+                row.problems.append(f"admitted {row.admitted:,}: more than its quota")
+            if done and row.cache_hits:
+                share = row.cache_hits / done
+                row.notes.append(f"the local over-limit cache answered {share:.1%} of its requests")
 
     def _on_server(
         self,
@@ -457,7 +890,13 @@ class Bench:
         self, server: Server, scenario: Scenario, name: str, duration: float, rps: float | None
     ) -> LoadResult:
         """One h2load run of `scenario` against `server` (`rps`: per client)."""
-        return self.h2load.run(
+        return self._start_load(server, scenario, name, duration, rps).finish()
+
+    def _start_load(
+        self, server: Server, scenario: Scenario, name: str, duration: float, rps: float | None
+    ) -> RunningLoad:
+        """Start an h2load run of `scenario` against `server` (`rps`: per client)."""
+        return self.h2load.start(
             self.supervisor,
             host=server.host,
             port=server.port,
@@ -505,11 +944,16 @@ class Bench:
 
         _, checked = self._warm_up_and_probe(server, scenario, load, row.problems, row.notes)
 
+        counts = metrics.scrape(server.metrics_url) if server.metrics_url else None
         before = self._before(server)
         full = load("full", self.args.duration)
         after = self._before(server)
         server.check_alive()
         row.full = full
+        if server.metrics_url and counts is not None:
+            accounting = metrics.account(server.metrics_url, counts, [full])
+            accounting.check(row.problems, row.warnings)
+            row.notes.append(f"full load, by ratelimitd's counters: {accounting.summary()}")
         if before.server_cpu is not None and after.server_cpu is not None:
             row.server_cpu_s = after.server_cpu - before.server_cpu
         if before.redis is not None and after.redis is not None:
@@ -579,6 +1023,8 @@ class Bench:
         row.asked_rate = rate
         log(f"   steady load: {rate:,.0f}/s for {args.soak:g} min")
         sample = _sample(scenario.messages, PROBE_SAMPLE)
+        assert server.metrics_url is not None  # a ratelimitd
+        counts = metrics.scrape(server.metrics_url)
         with soak.Sampler(server, sample, log) as sampler:
             result = self._load(server, scenario, "soak", args.soak * 60, rate / args.clients)
         if sampler.failure is not None:
@@ -596,26 +1042,11 @@ class Bench:
             f"{soak.SAMPLE_INTERVAL_S:g} s): {during.summary()}"
         )
         row.problems += _probe_problems("probes during the soak", during, scenario, True)
-        row.errors = result.failed + len(during.errors)
-        short = soak.shortfall(result, during.answer_sizes)
-        if short is None:
-            row.errors = None
-            row.warnings.append(
-                f"non-OK gRPC statuses under load not counted: {result.body_bytes} body bytes "
-                f"for {result.succeeded:,} answers, probes saw {sorted(during.answer_sizes)}"
-            )
-        elif short.missing:
-            row.errors += short.errors_at_most
-            row.errors_exact = False
-            text = (
-                f"{short.missing:,} body bytes short of {short.answers:,} answers of "
-                f"{short.size} bytes: up to {short.errors_at_most:,} non-OK gRPC statuses "
-                "under load, or shorter OK answers (other decisions, or failure-mode answers "
-                "after store errors)"
-            )
-            # One message, one full answer: errors cannot be ruled out, so the soak does not
-            # pass. Several messages have answers of several sizes anyway: only a bound.
-            (row.problems if scenario.distinct == 1 else row.warnings).append(text)
+        # h2load's requests and the probes', every one accounted for by ratelimitd.
+        accounting = metrics.account(server.metrics_url, counts, [result], during.sent)
+        row.errors = accounting.errors
+        accounting.check(row.problems, row.warnings)
+        row.notes.append(f"calls during the soak, by ratelimitd's counters: {accounting.summary()}")
         changes = sampler.tree_changes()
         if changes:
             row.problems.append("processes changed (a worker restarted?): " + "; ".join(changes))
@@ -626,7 +1057,7 @@ class Bench:
         memory = row.memory
         log(
             f"   {result.rate:,.0f}/s, {result.succeeded:,} requests, "
-            f"{report.errors_cell(row)} errors; RSS "
+            f"{row.errors:,} errors; RSS "
             f"{memory.start:.1f} -> {memory.end:.1f} MiB (max {memory.peak:.1f}, "
             f"{memory.growth:+.1f} MiB, {memory.growth_pct:+.1f}%; 2nd half "
             f"{memory.second_half:+.1f} MiB)"
@@ -658,7 +1089,7 @@ class Bench:
             return
         for workers in args.workers:
             for transport in args.transports:
-                start = self._ratelimitd_starter(transport, workers, "edge.yaml")
+                start = self._ratelimitd_starter(transport, workers, CONFIG / "edge.yaml")
 
                 self._e2e(f"ratelimitd {transport} w{workers}", start, stop=True)
 
@@ -863,12 +1294,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             log(f"bench: logs kept in {workdir}")
         else:
             shutil.rmtree(workdir, ignore_errors=True)
-    labelled: list[Row | SoakRow] = [*bench.rows, *bench.soak_rows]
+    labelled: list[Row | SoakRow | ConfigRow | NoisyRow] = [
+        *bench.config_rows,
+        *bench.rows,
+        *bench.soak_rows,
+        *bench.noisy_rows,
+    ]
     section = report.record(
         settings=bench.settings(),
-        grpc_rows=bench.rows,
-        e2e_rows=bench.e2e_rows,
-        soak_rows=bench.soak_rows,
+        tables=bench.tables(),
         notes=bench.notes
         + [f"{row.label}: {'; '.join(row.notes)}" for row in labelled if row.notes],
         envoy=e2e.ENVOY,
@@ -882,5 +1316,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _failed(bench: Bench) -> bool:
     """True if a row failed a check or could not be measured (not: was not available)."""
-    every: list[Row | E2ERow | SoakRow] = [*bench.rows, *bench.e2e_rows, *bench.soak_rows]
+    every: list[Row | E2ERow | SoakRow | ConfigRow | ReloadRow | NoisyRow] = [
+        *bench.rows,
+        *bench.e2e_rows,
+        *bench.soak_rows,
+        *bench.config_rows,
+        *bench.reload_rows,
+        *bench.noisy_rows,
+    ]
     return any(r.problems or (r.error and not r.skipped) for r in every)

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.procs import HarnessError, Supervisor
+from bench.procs import HarnessError, Proc, Supervisor
 from bench.scenarios import RLS_METHOD, frame
 
 SHIM_SOURCE = Path(__file__).resolve().parent / "preload" / "cycle_bodies.c"
@@ -68,7 +68,12 @@ class LoadResult:
     p99_ms: float | None
     client_cpu_s: float  # CPU time of the load generator
     shim_served: int | None = None  # bodies the shim substituted (None: shim not used)
-    body_bytes: int | None = None  # response body bytes received (h2load's `data`)
+    # Requests h2load finished (succeeded or failed) and started: those started but not done
+    # were cut off in flight when the duration ended (at most -c times -m; the server may or may
+    # not answer them). None for wrk.
+    done: int | None = None
+    started: int | None = None
+    log: Path | None = None  # h2load's per-request log (see `requests`)
 
 
 def percentile(sorted_values: Sequence[float], share: float) -> float | None:
@@ -103,6 +108,44 @@ def _wait_with_rusage(
         time.sleep(0.05)
 
 
+def requests(log_file: Path) -> list[tuple[float, float]]:
+    """The successful (2xx) requests of h2load's `--log-file`, in its order: start time (Unix
+    seconds) and latency (ms, request start to end of response)."""
+    found: list[tuple[float, float]] = []
+    if log_file.exists():
+        with log_file.open() as rows:
+            for row in rows:
+                parts = row.split("\t")
+                if len(parts) >= 3 and parts[1].startswith("2"):
+                    found.append((int(parts[0]) / 1e6, int(parts[2]) / 1000))
+    return found
+
+
+@dataclass
+class RunningLoad:
+    """An h2load run started and not yet waited for (H2Load.start)."""
+
+    supervisor: Supervisor
+    proc: Proc
+    timeout_s: float
+    log_file: Path
+    bodies: Bodies
+    shim_report: Path | None  # where the shim writes how many bodies it served, if used
+
+    def finish(self) -> LoadResult:
+        """Wait until h2load ends; its result."""
+        output, cpu = _finish_tool(self.supervisor, self.proc, "h2load", self.timeout_s)
+        result = _parse_h2load(output, self.log_file, cpu)
+        if self.shim_report is not None:
+            try:
+                result.shim_served = int(self.shim_report.read_text().strip())
+            except (OSError, ValueError):
+                result.shim_served = 0
+            bodies = self.bodies
+            bodies.next_start = (bodies.next_start + result.shim_served) % bodies.count
+        return result
+
+
 @dataclass(frozen=True)
 class H2Load:
     """h2load settings shared by every gRPC run."""
@@ -124,6 +167,30 @@ class H2Load:
         name: str = "h2load",
     ) -> LoadResult:
         """One timed run against host:port; latencies from h2load's per-request log."""
+        return self.start(
+            supervisor,
+            host=host,
+            port=port,
+            bodies=bodies,
+            duration_s=duration_s,
+            shim=shim,
+            rps_per_client=rps_per_client,
+            name=name,
+        ).finish()
+
+    def start(
+        self,
+        supervisor: Supervisor,
+        *,
+        host: str,
+        port: int,
+        bodies: Bodies,
+        duration_s: float,
+        shim: Path | None,
+        rps_per_client: float | None = None,
+        name: str = "h2load",
+    ) -> RunningLoad:
+        """Start a timed run against host:port (`run` waits for it; this does not)."""
         if bodies.count > 1 and shim is None:
             raise HarnessError("this scenario needs the body shim, which could not be built")
         workdir = supervisor.workdir
@@ -143,9 +210,10 @@ class H2Load:
             argv.append(f"--rps={rps_per_client:.3f}")
         argv.append(f"http://{host}:{port}{RLS_METHOD}")
         env: dict[str, str] = {}
-        report = workdir / f"{name}.shim"
-        report.unlink(missing_ok=True)
+        report = None
         if bodies.count > 1 and shim is not None:
+            report = workdir / f"{name}.shim"
+            report.unlink(missing_ok=True)
             env = {
                 "LD_PRELOAD": str(shim),
                 "BENCH_DATA": str(bodies.data),
@@ -155,68 +223,54 @@ class H2Load:
                 "BENCH_BODY_START": str(bodies.next_start),
                 "BENCH_SHIM_REPORT": str(report),
             }
-        output, cpu = _run_tool(supervisor, name, argv, env, duration_s + 60)
-        result = self._parse(output, log_file, cpu)
-        if env:
-            try:
-                result.shim_served = int(report.read_text().strip())
-            except (OSError, ValueError):
-                result.shim_served = 0
-            bodies.next_start = (bodies.next_start + result.shim_served) % bodies.count
-        return result
+        proc = supervisor.start(name, argv, env=env)
+        return RunningLoad(supervisor, proc, duration_s + 60, log_file, bodies, report)
 
-    @staticmethod
-    def _parse(output: str, log_file: Path, cpu: float) -> LoadResult:
-        """Counts from h2load's summary, latencies from its log."""
-        requests = re.search(
-            r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, "
-            r"(\d+) failed, (\d+) errored, (\d+) timeout",
-            output,
-        )
-        codes = re.search(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", output)
-        if requests is None or codes is None:
-            raise HarnessError(f"cannot parse h2load's summary:\n{output[-2000:]}")
-        succeeded = int(codes.group(1))
-        failed = int(requests.group(5)) + int(requests.group(6)) + int(requests.group(7))
-        failed += int(codes.group(2)) + int(codes.group(3)) + int(codes.group(4))
-        latencies: list[float] = []
-        if log_file.exists():
-            with log_file.open() as rows:
-                for row in rows:
-                    parts = row.split("\t")
-                    if len(parts) >= 3 and parts[1].startswith("2"):
-                        latencies.append(int(parts[2]) / 1000)
-        latencies.sort()
-        duration, rate = _finished(output)
-        # `traffic: 457.42KB (468400) total, 11.08KB (11344) headers (...), 379.69KB (388800) data`
-        data = re.search(r"\((\d+)\) data", output)
-        return LoadResult(
-            duration_s=duration,
-            rate=rate,
-            succeeded=succeeded,
-            failed=failed,
-            p50_ms=percentile(latencies, 0.50),
-            p99_ms=percentile(latencies, 0.99),
-            client_cpu_s=cpu,
-            body_bytes=int(data.group(1)) if data else None,
-        )
+
+def _parse_h2load(output: str, log_file: Path, cpu: float) -> LoadResult:
+    """Counts from h2load's summary, latencies from its log."""
+    counts = re.search(
+        r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, "
+        r"(\d+) failed, (\d+) errored, (\d+) timeout",
+        output,
+    )
+    codes = re.search(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", output)
+    if counts is None or codes is None:
+        raise HarnessError(f"cannot parse h2load's summary:\n{output[-2000:]}")
+    succeeded = int(codes.group(1))
+    failed = int(counts.group(5)) + int(counts.group(6)) + int(counts.group(7))
+    failed += int(codes.group(2)) + int(codes.group(3)) + int(codes.group(4))
+    latencies = sorted(ms for _, ms in requests(log_file))
+    duration, rate = _finished(output)
+    return LoadResult(
+        duration_s=duration,
+        rate=rate,
+        succeeded=succeeded,
+        failed=failed,
+        p50_ms=percentile(latencies, 0.50),
+        p99_ms=percentile(latencies, 0.99),
+        client_cpu_s=cpu,
+        done=int(counts.group(3)),
+        started=int(counts.group(2)),
+        log=log_file,
+    )
 
 
 _WRK_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
 
 
-def _run_tool(
-    supervisor: Supervisor, name: str, argv: list[str], env: dict[str, str] | None, timeout: float
+def _finish_tool(
+    supervisor: Supervisor, proc: Proc, tool: str, timeout: float
 ) -> tuple[str, float]:
-    """Run a load tool to completion: its output and CPU seconds; HarnessError if it fails."""
-    proc = supervisor.start(name, argv, env=env)
+    """Wait for a load tool `supervisor` started: its output and CPU seconds; HarnessError if
+    it fails."""
     try:
-        code, cpu = _wait_with_rusage(name, proc.popen, timeout)
+        code, cpu = _wait_with_rusage(proc.name, proc.popen, timeout)
     finally:
         supervisor.stop(proc)
     output = proc.log.read_text(errors="replace")
     if code != 0:
-        raise HarnessError(f"{Path(argv[0]).name} exited {code}:\n{output[-2000:]}")
+        raise HarnessError(f"{tool} exited {code}:\n{output[-2000:]}")
     return output, cpu
 
 
@@ -254,7 +308,8 @@ class Wrk:
             *(f"--header={h}" for h in headers),
             url,
         ]
-        output, cpu = _run_tool(supervisor, name, argv, None, duration_s + 60)
+        proc = supervisor.start(name, argv)
+        output, cpu = _finish_tool(supervisor, proc, "wrk", duration_s + 60)
         total = re.search(r"(\d+) requests in ([\d.]+)(us|ms|s|m),", output)
         if total is None:
             raise HarnessError(f"cannot parse wrk's summary:\n{output[-2000:]}")

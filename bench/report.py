@@ -7,11 +7,13 @@ import os
 import platform
 import re
 import shlex
+import statistics
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
+from typing import Protocol
 
 from bench.load import LoadResult
 from bench.procs import run_captured
@@ -85,10 +87,9 @@ class SoakRow:
     minutes: float
     asked_rate: float | None = None  # requests per second asked of h2load
     result: LoadResult | None = None
-    # Failed requests + non-OK gRPC statuses under load + gRPC errors of the probes during the
-    # soak; None when the statuses under load could not be counted.
+    # Calls of the steady load and of the probes answered with a gRPC error, or never
+    # answered (bench/metrics.py); None when not counted.
     errors: int | None = None
-    errors_exact: bool = True  # False: `errors` is an upper bound
     memory: MemoryGrowth | None = None
     problems: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
@@ -114,6 +115,17 @@ def _checks(problems: Sequence[str], warnings: Sequence[str]) -> str:
     if problems:
         return "FAILED: " + "; ".join(problems)
     return "; ".join(["ok", *warnings])
+
+
+class _Measurable(Protocol):
+    error: str | None
+    skipped: bool
+
+
+def _unmeasured(cells: Sequence[str], width: int, row: _Measurable) -> list[str]:
+    """A table line for a row without figures: `cells`, dashes, and why (last column)."""
+    why = "not available" if row.skipped else "FAILED, not measured"
+    return [*cells, *["—"] * (width - len(cells) - 1), f"{why}: {row.error}"]
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -145,15 +157,14 @@ GRPC_HEADER = (
 )
 
 
-def grpc_table(rows: Sequence[Row]) -> str:
-    """The gRPC table: one line per transport/scenario/workers/server."""
+def grpc_table(rows: Sequence[Row], ratio: str = "vs constant") -> str:
+    """The gRPC table: one line per transport/scenario/workers/server; `ratio` heads the
+    column of Row.ratio."""
     lines = []
     for row in rows:
         if row.full is None:
             cells = [row.transport, str(row.workers), row.scenario, row.server]
-            why = "not available" if row.skipped else "FAILED, not measured"
-            cells += ["—"] * (len(GRPC_HEADER) - 5) + [f"{why}: {row.error}"]
-            lines.append(cells)
+            lines.append(_unmeasured(cells, len(GRPC_HEADER), row))
             continue
         redis_rt = (
             row.redis_calls / row.full.succeeded
@@ -179,7 +190,7 @@ def grpc_table(rows: Sequence[Row]) -> str:
                 _checks(row.problems, row.warnings),
             ]
         )
-    return _table(GRPC_HEADER, lines)
+    return _table([ratio if h == "vs constant" else h for h in GRPC_HEADER], lines)
 
 
 E2E_HEADER = (
@@ -204,9 +215,7 @@ def e2e_table(rows: Sequence[E2ERow]) -> str:
         result = row.result
         if result is None:
             cells = [row.rls, "on" if row.with_filter else "off"]
-            why = "not available" if row.skipped else "FAILED, not measured"
-            cells += ["—"] * (len(E2E_HEADER) - 3) + [f"{why}: {row.error}"]
-            lines.append(cells)
+            lines.append(_unmeasured(cells, len(E2E_HEADER), row))
             continue
         redis_rt = (
             row.redis_calls / result.succeeded
@@ -229,13 +238,6 @@ def e2e_table(rows: Sequence[E2ERow]) -> str:
             ]
         )
     return _table(E2E_HEADER, lines)
-
-
-def errors_cell(row: SoakRow) -> str:
-    """The soak's errors: `12`, `≤ 12` for an upper bound, `—` when not counted."""
-    if row.errors is None:
-        return "—"
-    return f"{'' if row.errors_exact else '≤ '}{row.errors:,}"
 
 
 SOAK_HEADER = (
@@ -264,16 +266,14 @@ def soak_table(rows: Sequence[SoakRow]) -> str:
         cells = [row.transport, str(row.workers), row.scenario, f"{row.minutes:g}"]
         result, memory = row.result, row.memory
         if result is None or memory is None:
-            why = "not available" if row.skipped else "FAILED, not measured"
-            cells += ["—"] * (len(SOAK_HEADER) - 5) + [f"{why}: {row.error}"]
-            lines.append(cells)
+            lines.append(_unmeasured(cells, len(SOAK_HEADER), row))
             continue
         lines.append(
             [
                 *cells,
                 f"{result.rate:,.0f} ({_num(row.asked_rate)})",
                 f"{result.succeeded:,}",
-                errors_cell(row),
+                _num(row.errors),
                 _num(result.p99_ms, 2),
                 _num(memory.start, 1),
                 _num(memory.end, 1),
@@ -285,6 +285,218 @@ def soak_table(rows: Sequence[SoakRow]) -> str:
             ]
         )
     return _table(SOAK_HEADER, lines)
+
+
+@dataclass
+class ConfigRow:
+    """A generated plans-and-tenants config: how long it takes to load, the memory it takes,
+    and how fast the matcher finds a tenant in it (bench/tenants.py)."""
+
+    tenants: int
+    size_kib: float | None = None  # of its files
+    load_s: list[float] = field(default_factory=list)  # load_config, each in a fresh process
+    rules: int | None = None
+    rss_mib: float | None = None  # resident memory the loaded config added
+    gc_ms: float | None = None  # a full garbage collection with the config loaded
+    stall_ms: float | None = None  # an event loop's longest wait while it loads in a thread
+    match_ns: dict[str, float] = field(default_factory=dict)  # match() per call, by name set
+    problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    error: str | None = None
+    skipped: bool = False
+
+    @property
+    def best_s(self) -> float | None:
+        """The fastest load."""
+        return min(self.load_s) if self.load_s else None
+
+    @property
+    def median_s(self) -> float | None:
+        """The median load."""
+        return statistics.median(self.load_s) if self.load_s else None
+
+    @property
+    def label(self) -> str:
+        """For notes."""
+        return f"config of {self.tenants:,} tenants"
+
+
+# The name sets ConfigRow.match_ns is measured with (bench/tenants.py: match_ns).
+MATCH_SETS = {"spread": "every name sent", "listed": "listed names"}
+CONFIG_HEADER = (
+    "tenants",
+    "files KiB",
+    "rules",
+    "load best s",
+    "load median s",
+    "RSS MiB",
+    "full GC ms",
+    "loop stall ms",
+    *(f"match() ns/call, {what}" for what in MATCH_SETS.values()),
+    "checks",
+)
+
+
+def config_table(rows: Sequence[ConfigRow]) -> str:
+    """One line per config, and the ratio of the last to the first."""
+    lines = []
+
+    def figures(row: ConfigRow) -> list[float | None]:
+        return [
+            row.size_kib,
+            row.rules,
+            row.best_s,
+            row.median_s,
+            row.rss_mib,
+            row.gc_ms,
+            row.stall_ms,
+            *(row.match_ns.get(name) for name in MATCH_SETS),
+        ]
+
+    digits = (0, 0, 3, 3, 1, 1, 0, *(0 for _ in MATCH_SETS))
+    for row in rows:
+        if not row.load_s:
+            lines.append(_unmeasured([f"{row.tenants:,}"], len(CONFIG_HEADER), row))
+            continue
+        cells = [_num(v, d) for v, d in zip(figures(row), digits, strict=True)]
+        lines.append([f"{row.tenants:,}", *cells, _checks(row.problems, row.warnings)])
+    measured = [row for row in rows if row.load_s]
+    if len(measured) >= 2:
+        small, large = measured[0], measured[-1]
+        ratios = [
+            f"{b / a:,.2f}" if a and b is not None else "—"
+            for a, b in zip(figures(small), figures(large), strict=True)
+        ]
+        lines.append([f"{large.tenants:,} ÷ {small.tenants:,}", *ratios, ""])
+    return _table(CONFIG_HEADER, lines)
+
+
+@dataclass
+class ReloadRow:
+    """Requests during one config reload under load, or outside every reload."""
+
+    window: str  # what happened: `1: tenants file rewritten`, `SIGHUP`, `outside reloads`
+    reload_s: float | None = None  # trigger to the last worker's `config_reloaded`
+    requests: int = 0  # successful requests started in the window
+    p50_ms: float | None = None
+    p99_ms: float | None = None
+    max_ms: float | None = None
+    ratio: float | None = None  # p99 ÷ p99 outside reloads
+    fail_open: int | None = None  # failure_allowed decisions (ratelimitd's counters)
+    problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    error: str | None = None
+    skipped: bool = False
+
+
+RELOAD_HEADER = (
+    "window",
+    "trigger → config_reloaded s",
+    "requests",
+    "p50 ms",
+    "p99 ms",
+    "max ms",
+    "p99 vs outside",
+    "fail-open decisions",
+    "checks",
+)
+
+
+def reload_table(rows: Sequence[ReloadRow]) -> str:
+    """One line per reload, then the requests outside every reload."""
+    lines = []
+    for row in rows:
+        if row.error is not None:
+            lines.append(_unmeasured([row.window], len(RELOAD_HEADER), row))
+            continue
+        lines.append(
+            [
+                row.window,
+                _num(row.reload_s, 2),
+                f"{row.requests:,}",
+                _num(row.p50_ms, 2),
+                _num(row.p99_ms, 2),
+                _num(row.max_ms, 2),
+                _num(row.ratio, 2),
+                _num(row.fail_open),
+                _checks(row.problems, row.warnings),
+            ]
+        )
+    return _table(RELOAD_HEADER, lines)
+
+
+@dataclass
+class NoisyRow:
+    """One tenant's requests in one noisy-neighbour run (bench/tenants.py)."""
+
+    store: str  # redis, redis cluster
+    run: str  # alone, with the noisy tenant
+    tenant: str
+    asked_rate: float
+    result: LoadResult | None = None
+    admitted: int | None = None  # decisions within the limit (ratelimitd's counters)
+    rejected: int | None = None  # OVER_LIMIT decisions, from Redis or the local cache
+    cache_hits: int | None = None  # of those, answered by the local over-limit cache
+    expected: str = ""  # what should have been admitted
+    redis_rt: float | None = None  # Redis script calls ÷ decisions of the whole run
+    ratio: float | None = None  # p99 ÷ the quiet tenant's p99 alone
+    problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    error: str | None = None
+    skipped: bool = False
+
+    @property
+    def label(self) -> str:
+        """For notes."""
+        return f"{self.store}/{self.run}/{self.tenant}"
+
+
+NOISY_HEADER = (
+    "store",
+    "run",
+    "tenant",
+    "asked/s",
+    "sent",
+    "admitted",
+    "expected admitted",
+    "OVER_LIMIT (local cache)",
+    "p50 ms",
+    "p99 ms",
+    "p99 vs alone",
+    "Redis RT/decision",
+    "checks",
+)
+
+
+def noisy_table(rows: Sequence[NoisyRow]) -> str:
+    """One line per tenant per run."""
+    lines = []
+    for row in rows:
+        cells = [row.store, row.run, row.tenant, _num(row.asked_rate)]
+        result = row.result
+        if result is None:
+            lines.append(_unmeasured(cells, len(NOISY_HEADER), row))
+            continue
+        rejected = _num(row.rejected)
+        if row.rejected:
+            rejected += f" ({_num(row.cache_hits)})"
+        lines.append(
+            [
+                *cells,
+                _num(result.done),
+                _num(row.admitted),
+                row.expected,
+                rejected,
+                _num(result.p50_ms, 2),
+                _num(result.p99_ms, 2),
+                _num(row.ratio, 2),
+                _num(row.redis_rt, 3),
+                _checks(row.problems, row.warnings),
+            ]
+        )
+    return _table(NOISY_HEADER, lines)
 
 
 def _first_line(text: str) -> str:
@@ -319,13 +531,19 @@ def machine() -> str:
 def versions(envoy: Path) -> str:
     """Versions of everything measured or measuring."""
     commit = run_captured(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"]).strip()
+    # What the run measured is the working tree: say when ratelimitd's differs from the commit.
+    dirty = run_captured(["git", "-C", str(REPO), "status", "--porcelain", "--", "ratelimitd"])
     h2load = _first_line(run_captured(["h2load", "--version"]))
     wrk = _first_line(run_captured(["wrk", "--version"])).split(" [")[0]
     redis_version = re.search(r"v=(\S+)", run_captured(["redis-server", "--version"]))
     envoy_version = re.search(r"version: \S+?/([\d.]+)/", run_captured([str(envoy), "--version"]))
     parts = [
         f"ratelimitd {_version('ratelimitd')}"
-        + (f" (commit {commit})" if re.fullmatch(r"[0-9a-f]+", commit) else ""),
+        + (
+            f" (commit {commit}{', ratelimitd/ with uncommitted changes' if dirty.strip() else ''})"
+            if re.fullmatch(r"[0-9a-f]+", commit)
+            else ""
+        ),
         f"Python {platform.python_version()}",
         f"grpcio {_version('grpcio')}",
         f"protobuf {_version('protobuf')}",
@@ -354,13 +572,12 @@ def command_line() -> str:
 def record(
     *,
     settings: str,
-    grpc_rows: Sequence[Row],
-    e2e_rows: Sequence[E2ERow],
+    tables: Sequence[tuple[str, str]],
     notes: Sequence[str],
     envoy: Path,
-    soak_rows: Sequence[SoakRow] = (),
 ) -> str:
-    """The Markdown section for one run: header, tables, notes."""
+    """The Markdown section for one run: header, tables (each with its title, if any),
+    notes."""
     now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     parts = [
         f"## {now}",
@@ -371,13 +588,8 @@ def record(
         f"- load: {settings}",
         "",
     ]
-    if grpc_rows:
-        parts += [grpc_table(grpc_rows), ""]
-    if e2e_rows:
-        parts += ["End to end (wrk → Envoy → upstream):", "", e2e_table(e2e_rows), ""]
-    if soak_rows:
-        parts += ["Soak (steady load; RSS of ratelimitd's process tree):", ""]
-        parts += [soak_table(soak_rows), ""]
+    for title, table in tables:
+        parts += [title, "", table, ""] if title else [table, ""]
     if notes:
         parts += ["Notes:", "", *(f"- {n}" for n in notes), ""]
     return "\n".join(parts)

@@ -13,6 +13,7 @@ from typing import Any
 import grpc
 import redis
 from envoy.service.ratelimit.v3 import rls_pb2
+from redis.crc import key_slot
 
 from bench.procs import (
     HarnessError,
@@ -26,7 +27,7 @@ from bench.procs import (
     run_captured,
     wait_until,
 )
-from bench.scenarios import RLS_METHOD, frame, one
+from bench.scenarios import RLS_METHOD, one
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -47,15 +48,24 @@ class RedisServer:
         """redis:// URL of database 0."""
         return f"redis://{HOST}:{self.port}/0"
 
+    def flushall(self) -> None:
+        """Empty it."""
+        self.client.flushall()
 
-def start_redis(supervisor: Supervisor) -> RedisServer:
-    """Start redis-server without persistence and wait until it answers PING."""
+    def counters(self) -> RedisCounters:
+        """What it has done so far."""
+        return redis_counters(self.client, self.proc.pid)
+
+
+def start_redis(supervisor: Supervisor, options: Sequence[str] = ()) -> RedisServer:
+    """Start redis-server without persistence (and with `options`, redis-server's own) and
+    wait until it answers PING."""
     binary = shutil.which("redis-server")
     if binary is None:
         raise HarnessError("redis-server is not on PATH")
     port = free_port()
     argv = [binary, "--port", str(port), "--bind", HOST, "--save", "", "--appendonly", "no"]
-    argv += ["--dir", str(supervisor.workdir)]
+    argv += ["--dir", str(supervisor.workdir), *options]
     proc = supervisor.start(f"redis-{port}", argv)
     client = redis.Redis(host=HOST, port=port, socket_timeout=5)
 
@@ -70,10 +80,67 @@ def start_redis(supervisor: Supervisor) -> RedisServer:
 
 
 @dataclass
+class RedisCluster:
+    """A Redis Cluster of our own: masters only, each a RedisServer, slots spread evenly."""
+
+    servers: list[RedisServer]
+
+    @property
+    def url(self) -> str:
+        """redis+cluster:// URL naming every node."""
+        return "redis+cluster://" + ",".join(f"{HOST}:{s.port}" for s in self.servers)
+
+    def flushall(self) -> None:
+        """Empty every node."""
+        for server in self.servers:
+            server.flushall()
+
+    def node_of(self, hash_tag: str) -> int:
+        """Which of `servers` (its index) serves the slot of keys tagged `{hash_tag}`."""
+        slot = key_slot(hash_tag.encode())
+        for first, last, master, *_ in self.servers[0].client.cluster("slots"):
+            if int(first) <= slot <= int(last):
+                return next(i for i, s in enumerate(self.servers) if s.port == int(master[1]))
+        raise HarnessError(f"no node serves slot {slot} ({hash_tag})")
+
+
+def start_redis_cluster(supervisor: Supervisor, nodes: int = 3) -> RedisCluster:
+    """Start `nodes` redis-servers in cluster mode, join them with `redis-cli --cluster
+    create` (masters only) and wait until every node says cluster_state:ok."""
+    cli = shutil.which("redis-cli")
+    if cli is None:
+        raise UnavailableError("redis-cli is not on PATH (Debian: apt-get install redis-tools)")
+    servers = []
+    for _ in range(nodes):
+        port = free_port()
+        options = ["--cluster-enabled", "yes"]
+        options += ["--cluster-config-file", str(supervisor.workdir / f"nodes-{port}.conf")]
+        # The bus port defaults to port + 10000, which may be taken or above 65535.
+        options += ["--cluster-port", str(free_port())]
+        servers.append(start_redis(supervisor, options))
+    argv = [cli, "--cluster", "create", *(f"{HOST}:{s.port}" for s in servers)]
+    created = run_captured([*argv, "--cluster-replicas", "0", "--cluster-yes"], timeout=60)
+    if "[OK] All 16384 slots covered" not in created:
+        raise HarnessError(f"redis-cli --cluster create failed:\n{created[-2000:]}")
+
+    def ready() -> bool:
+        try:
+            return all(s.client.cluster("info")["cluster_state"] == "ok" for s in servers)
+        except redis.RedisError:
+            return False
+
+    wait_until(ready, timeout=STARTUP_TIMEOUT_S, what="cluster_state:ok on every node")
+    return RedisCluster(servers)
+
+
+Store = RedisServer | RedisCluster
+
+
+@dataclass
 class RedisCounters:
     """What one Redis has done so far, for before/after differences."""
 
-    script_calls: int  # EVALSHA + EVAL calls: one each per ratelimitd batch
+    script_calls: int  # EVALSHA + EVAL calls: one each per ratelimitd batch (per slot)
     commands: int  # every command (INFO calls of the harness included)
     cpu_s: float | None  # redis-server's CPU time, when it is our process
 
@@ -114,6 +181,7 @@ class Server:
     port: int
     procs: list[Proc] = field(default_factory=list)
     pids: list[int] = field(default_factory=list)  # --target-pid: someone else's process
+    metrics_url: str | None = None  # ratelimitd's GET /metrics (bench/metrics.py)
 
     def cpu_s(self) -> float | None:
         """CPU seconds of every process tree of this server so far (None: unknown)."""
@@ -172,7 +240,8 @@ def start_ratelimitd(
         what="ratelimitd GET /healthcheck = 200",
         proc=proc,
     )
-    return Server("ratelimitd", transport, workers, HOST, grpc_port, [proc])
+    metrics = f"http://{HOST}:{http_port}/metrics"
+    return Server("ratelimitd", transport, workers, HOST, grpc_port, [proc], metrics_url=metrics)
 
 
 def start_constant(supervisor: Supervisor, *, transport: str, workers: int) -> Server:
@@ -220,9 +289,6 @@ class ProbeResult:
     answered: int  # gRPC status OK
     over_limit: int  # of those, overall_code OVER_LIMIT
     errors: list[str]
-    # Wire sizes of the OK answers, gRPC frame included: what each adds to the response body
-    # bytes a load generator counts.
-    answer_sizes: set[int] = field(default_factory=set)
 
     def summary(self) -> str:
         """`9/10 OVER_LIMIT` and any errors."""
@@ -239,28 +305,26 @@ class ProbeResult:
             sum(r.answered for r in results),
             sum(r.over_limit for r in results),
             [error for r in results for error in r.errors],
-            set().union(*(r.answer_sizes for r in results)),
         )
 
 
 def probe(server: Server, messages: Sequence[bytes], *, timeout: float = 5) -> ProbeResult:
     """Send each message once with grpcio (decoded with xds-protos) and count the answers."""
     errors: list[str] = []
-    sizes: set[int] = set()
     answered = over = 0
 
-    def decode(raw: bytes) -> tuple[int, Any]:
-        return len(frame(raw)), rls_pb2.RateLimitResponse.FromString(raw)
+    def decode(raw: bytes) -> Any:
+        return rls_pb2.RateLimitResponse.FromString(raw)
 
     with grpc.insecure_channel(f"{server.host}:{server.port}") as channel:
-        call: grpc.UnaryUnaryMultiCallable[bytes, tuple[int, Any]] = channel.unary_unary(
+        call: grpc.UnaryUnaryMultiCallable[bytes, Any] = channel.unary_unary(
             RLS_METHOD,
             request_serializer=None,  # the messages are already serialized
             response_deserializer=decode,
         )
         for message in messages:
             try:
-                size, response = call(message, timeout=timeout)
+                response = call(message, timeout=timeout)
             except grpc.RpcError as exc:
                 if isinstance(exc, grpc.Call):
                     errors.append(f"{exc.code().name}: {exc.details()}")
@@ -268,6 +332,5 @@ def probe(server: Server, messages: Sequence[bytes], *, timeout: float = 5) -> P
                     errors.append(str(exc))
                 continue
             answered += 1
-            sizes.add(size)
             over += response.overall_code == rls_pb2.RateLimitResponse.OVER_LIMIT
-    return ProbeResult(len(messages), answered, over, errors, sizes)
+    return ProbeResult(len(messages), answered, over, errors)

@@ -14,7 +14,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 
-from bench.load import LoadResult
 from bench.servers import ProbeResult, Server, probe
 
 SAMPLE_INTERVAL_S = 10.0
@@ -124,38 +123,6 @@ class Sampler:
                     f"{sorted(after.processes)}"
                 )
         return changes
-
-
-@dataclass(frozen=True)
-class Shortfall:
-    """How far the response body bytes h2load counted fall short of every answer being the
-    probes' full OK answer."""
-
-    answers: int
-    size: int  # the longest answer the probes saw, gRPC frame included
-    missing: int  # bytes
-
-    @property
-    def errors_at_most(self) -> int:
-        """Non-OK gRPC statuses the shortfall allows: each lacks a whole answer."""
-        return self.missing // self.size
-
-
-def shortfall(result: LoadResult, answer_sizes: set[int]) -> Shortfall | None:
-    """The body bytes missing from h2load's answers, which tell non-OK gRPC statuses (which
-    h2load counts as successes) apart from OK answers.
-
-    An OK answer carries one message and an error none. With the probes' longest answer as the
-    full one, nothing missing means no error under load; bytes missing mean non-OK statuses
-    (a whole answer each) or shorter OK answers (ratelimitd's failure-mode answers after a
-    store error, which carry no remaining count). None when the bytes cannot tell: no answer
-    to compare with, or more bytes than full answers.
-    """
-    if result.body_bytes is None or not answer_sizes:
-        return None
-    size = max(answer_sizes)
-    missing = result.succeeded * size - result.body_bytes
-    return Shortfall(result.succeeded, size, missing) if missing >= 0 else None
 
 
 def per_process(samples: Sequence[RssSample]) -> str:
