@@ -12,6 +12,7 @@ per-value series of `detailed_metric` rules stop at DETAILED_SERIES_CAP per proc
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import time
@@ -188,6 +189,8 @@ _ERROR_CODES: tuple[tuple[type[BaseException], str], ...] = (
     (DecodeError, "INVALID_ARGUMENT"),
     (json_format.ParseError, "INVALID_ARGUMENT"),
     (StoreUnavailableError, "UNAVAILABLE"),
+    # The client went away (a deadline, a cancelled stream) before the answer was ready.
+    (asyncio.CancelledError, "CANCELLED"),
 )
 
 

@@ -4,6 +4,7 @@ multiply."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import http.client
 import json
@@ -19,7 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from ratelimitd import metrics
 from ratelimitd.config.model import FailureMode, Limit, Rule, Source, Unit
-from ratelimitd.messages import Code, Decision, Result, Status
+from ratelimitd.messages import Code, Decision, Result, Status, StoreUnavailableError
 from tests.conftest import Ratelimitd, RatelimitdFactory, RedisServer, start_redis, wait_until
 
 CONFIG = """
@@ -282,3 +283,28 @@ def test_limit_overrides_are_one_series() -> None:
     override = dataclasses.replace(RULE, source=None, full_key="d.k_anything")
     assert metrics.rule_label(override) == "_override"
     assert metrics.rule_label(RULE) == "d.k"
+
+
+@pytest.mark.parametrize(
+    ("error", "code"),
+    [
+        (asyncio.CancelledError(), "CANCELLED"),
+        (StoreUnavailableError("down"), "UNAVAILABLE"),
+        (RuntimeError("bug"), "INTERNAL"),
+    ],
+)
+def test_a_call_that_ends_in_an_error_is_counted_by_its_code(
+    error: BaseException, code: str
+) -> None:
+    def count() -> float:
+        return sum(
+            sample.value
+            for family in metrics.REQUESTS.collect()
+            for sample in family.samples
+            if sample.name.endswith("_total") and sample.labels["code"] == code
+        )
+
+    before = count()
+    with pytest.raises(type(error)), metrics.counted():
+        raise error
+    assert count() == before + 1
