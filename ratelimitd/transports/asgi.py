@@ -110,11 +110,12 @@ def _read_marker(marker: Path) -> bytes | None:
         return None
 
 
-async def reload_when_rewritten(marker: Path, reloader: ConfigReloader) -> None:
-    """Reload the config each time `marker`'s contents change: the supervisor's SIGHUP, which
-    Envoy keeps for itself (and the app's loop does not run on the main thread, where Python
-    handles signals)."""
-    contents = _read_marker(marker)
+async def reload_when_rewritten(
+    marker: Path, reloader: ConfigReloader, contents: bytes | None
+) -> None:
+    """Reload the config each time `marker`'s contents change from `contents`: the
+    supervisor's SIGHUP, which Envoy keeps for itself (and the app's loop does not run on the
+    main thread, where Python handles signals)."""
     while True:
         await asyncio.sleep(0.1)
         previous, contents = contents, _read_marker(marker)
@@ -243,7 +244,6 @@ class RateLimitApp:
         self._service = service
         self._rpc = Rpc(service.engine, service.readiness, settings.authz_domain)
         self._max_request_bytes = settings.max_request_bytes
-        service.readiness.serving = True
         marker = self._environ.get(DRAIN_MARKER_ENV)
         if marker:
             self._drain_watch = asyncio.ensure_future(
@@ -252,9 +252,12 @@ class RateLimitApp:
         service.reloader.start()
         reload_marker = self._environ.get(RELOAD_MARKER_ENV)
         if reload_marker:
+            # Read before turning ready: a SIGHUP sent once this worker serves must count.
+            path = Path(reload_marker)
             self._reload_watch = asyncio.ensure_future(
-                reload_when_rewritten(Path(reload_marker), service.reloader)
+                reload_when_rewritten(path, service.reloader, _read_marker(path))
             )
+        service.readiness.serving = True
         log.info("worker_serving", transport="asgi", pid=os.getpid(), http_addr=settings.http_addr)
 
     async def _stop(self) -> None:
