@@ -21,7 +21,7 @@ import urllib.request
 from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import pytest
 import redis
@@ -33,6 +33,9 @@ from ratelimitd.storage.cluster import ClusterStore
 from ratelimitd.storage.memory import MemoryStore
 from ratelimitd.storage.redis import RedisStore
 from tests.stores import Driver
+
+if TYPE_CHECKING:  # envoy_process imports this module
+    from tests.envoy_process import Envoy
 
 T = TypeVar("T")
 
@@ -391,3 +394,13 @@ def write_config(tmp_path: Path) -> Callable[[str, str], Path]:
         return path
 
     return write
+
+
+@pytest.fixture
+def proxies() -> Iterator[list[Envoy]]:
+    """The Envoys a test started (tests.envoy_process.run_envoy), stopped at its end."""
+    started: list[Envoy] = []
+    yield started
+    for envoy in started:
+        envoy.process.terminate()
+        envoy.process.wait(timeout=15)

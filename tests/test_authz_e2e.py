@@ -7,19 +7,16 @@ filter and the route's rate_limits replaced by ext_authz and a per-route domain.
 
 from __future__ import annotations
 
-import http.client
 import json
-import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
-from tests.conftest import STARTUP_TIMEOUT_S, RatelimitdFactory, free_port, wait_until
+from tests.conftest import RatelimitdFactory, free_port
 from tests.envoy_local import HOST, ingress_manager, local_bootstrap
-from tests.test_envoy_e2e import ENVOY, Envoy
+from tests.envoy_process import Envoy, run_envoy
 
 CONFIG = """
 domain: edge
@@ -68,49 +65,11 @@ def ext_authz_bootstrap(ratelimitd_port: int, *, port: int, admin_port: int) -> 
     return doc
 
 
-@pytest.fixture
-def proxies() -> Iterator[list[Envoy]]:
-    """The Envoys a test started, stopped at its end."""
-    started: list[Envoy] = []
-    yield started
-    for envoy in started:
-        envoy.process.terminate()
-        envoy.process.wait(timeout=15)
-
-
 def start_envoy(tmp: Path, ratelimitd_port: int, started: list[Envoy]) -> Envoy:
     """Envoy with ext_authz calling ratelimitd; stopped at teardown through `started`."""
     port, admin_port = free_port(), free_port()
     doc = ext_authz_bootstrap(ratelimitd_port, port=port, admin_port=admin_port)
     return run_envoy(tmp, doc, started)
-
-
-def run_envoy(tmp: Path, doc: dict[str, Any], started: list[Envoy]) -> Envoy:
-    """Envoy running bootstrap `doc` (a local one: its ingress listener first), once ready;
-    stopped at teardown through `started`."""
-    port = doc["static_resources"]["listeners"][0]["address"]["socket_address"]["port_value"]
-    admin_port = doc["admin"]["address"]["socket_address"]["port_value"]
-    config = tmp / f"envoy-{port}.yaml"
-    config.write_text(yaml.safe_dump(doc))
-    log_path = tmp / f"envoy-{port}.log"
-    with log_path.open("wb") as log:
-        command = [str(ENVOY), "-c", str(config), "--disable-hot-restart", "-l", "warning"]
-        process = subprocess.Popen(command, stdout=log, stderr=log)
-    envoy = Envoy(port, admin_port, process)
-    started.append(envoy)
-
-    def ready() -> bool:
-        if process.poll() is not None:
-            pytest.fail(f"envoy exited: {log_path.read_text()}")
-        try:
-            connection = http.client.HTTPConnection("127.0.0.1", admin_port, timeout=1)
-            connection.request("GET", "/ready")
-            return connection.getresponse().status == 200
-        except OSError:
-            return False
-
-    wait_until(ready, STARTUP_TIMEOUT_S, "envoy /ready")
-    return envoy
 
 
 @pytest.mark.parametrize("transport", ["grpc", "asgi"])

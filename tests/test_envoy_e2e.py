@@ -4,59 +4,26 @@ a second Envoy listener answering 200 directly."""
 
 from __future__ import annotations
 
-import http.client
 import json
 import subprocess
-import sys
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from tests.conftest import (
     REPO,
-    STARTUP_TIMEOUT_S,
     Ratelimitd,
     RatelimitdFactory,
     RedisServer,
     free_port,
     start_redis,
-    wait_until,
 )
 from tests.envoy_local import BOOTSTRAP, HOST, local_bootstrap, ratelimit_filter
+from tests.envoy_process import ENVOY, Envoy, run_envoy
 
-ENVOY = Path(sys.prefix) / "bin" / "envoy"
 RATELIMITD_CONFIG = REPO / "envoy" / "ratelimitd.yaml"
-
-
-@dataclass
-class Reply:
-    status: int
-    headers: list[tuple[str, str]]
-    body: bytes
-
-    def header(self, name: str) -> list[str]:
-        return [v for k, v in self.headers if k.lower() == name.lower()]
-
-
-@dataclass
-class Envoy:
-    port: int
-    admin_port: int
-    process: subprocess.Popen[bytes]
-
-    def get(self, path: str = "/", **headers: str) -> Reply:
-        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
-        try:
-            fields = {k.replace("_", "-"): v for k, v in headers.items()}
-            connection.request("GET", path, headers=fields)
-            response = connection.getresponse()
-            return Reply(response.status, response.getheaders(), response.read())
-        finally:
-            connection.close()
 
 
 def bootstrap(
@@ -80,43 +47,20 @@ def bootstrap(
     return doc
 
 
-@dataclass
-class EnvoyFactory:
-    tmp: Path
-    started: list[Envoy] = field(default_factory=list)
-
-    def __call__(self, ratelimitd_port: int, **settings: bool) -> Envoy:
-        port, admin_port = free_port(), free_port()
-        config = self.tmp / f"envoy-{port}.yaml"
-        doc = bootstrap(ratelimitd_port, port=port, admin_port=admin_port, **settings)
-        config.write_text(yaml.safe_dump(doc))
-        log = (self.tmp / f"envoy-{port}.log").open("wb")
-        command = [str(ENVOY), "-c", str(config), "--disable-hot-restart", "-l", "warning"]
-        process = subprocess.Popen(command, stdout=log, stderr=log)
-        envoy = Envoy(port, admin_port, process)
-        self.started.append(envoy)
-
-        def ready() -> bool:
-            if process.poll() is not None:
-                pytest.fail(f"envoy exited: {(self.tmp / f'envoy-{port}.log').read_text()}")
-            try:
-                connection = http.client.HTTPConnection("127.0.0.1", admin_port, timeout=1)
-                connection.request("GET", "/ready")
-                return connection.getresponse().status == 200
-            except OSError:
-                return False
-
-        wait_until(ready, STARTUP_TIMEOUT_S, "envoy /ready")
-        return envoy
+EnvoyStarter = Callable[..., Envoy]
 
 
 @pytest.fixture
-def envoy(tmp_path: Path) -> Iterator[EnvoyFactory]:
-    factory = EnvoyFactory(tmp_path)
-    yield factory
-    for started in factory.started:
-        started.process.terminate()
-        started.process.wait(timeout=15)
+def envoy(tmp_path: Path, proxies: list[Envoy]) -> EnvoyStarter:
+    """Starts envoy/envoy.yaml on loopback calling ratelimitd on the given port, with the
+    filter settings given (failure_mode_deny, envoy_headers)."""
+
+    def start(ratelimitd_port: int, **settings: bool) -> Envoy:
+        port, admin_port = free_port(), free_port()
+        doc = bootstrap(ratelimitd_port, port=port, admin_port=admin_port, **settings)
+        return run_envoy(tmp_path, doc, proxies)
+
+    return start
 
 
 @pytest.fixture(params=["grpc", "asgi"])
@@ -134,7 +78,7 @@ def ratelimitd_on_redis(
 
 
 def test_tenant_quota_then_429_with_retry_after_and_headers(
-    envoy: EnvoyFactory, ratelimitd_on_redis: Ratelimitd
+    envoy: EnvoyStarter, ratelimitd_on_redis: Ratelimitd
 ) -> None:
     proxy = envoy(ratelimitd_on_redis.grpc_port)
     replies = [proxy.get("/", x_tenant_id="t1") for _ in range(6)]
@@ -150,7 +94,7 @@ def test_tenant_quota_then_429_with_retry_after_and_headers(
 
 
 def test_tenant_and_route_limits_apply_together(
-    envoy: EnvoyFactory, ratelimitd_on_redis: Ratelimitd
+    envoy: EnvoyStarter, ratelimitd_on_redis: Ratelimitd
 ) -> None:
     proxy = envoy(ratelimitd_on_redis.grpc_port)
     slow = [proxy.get("/slow", x_tenant_id="t3").status for _ in range(4)]
@@ -160,7 +104,7 @@ def test_tenant_and_route_limits_apply_together(
 
 
 def test_envoys_own_draft03_headers_agree_with_ours(
-    envoy: EnvoyFactory,
+    envoy: EnvoyStarter,
     ratelimitd: RatelimitdFactory,
     redis_server: RedisServer,
     transport: str,
@@ -190,14 +134,14 @@ def test_envoys_own_draft03_headers_agree_with_ours(
 
 @pytest.mark.parametrize(("deny", "status"), [(False, 200), (True, 500)])
 def test_ratelimitd_unreachable_follows_failure_mode_deny(
-    envoy: EnvoyFactory, deny: bool, status: int
+    envoy: EnvoyStarter, deny: bool, status: int
 ) -> None:
     proxy = envoy(free_port(), failure_mode_deny=deny)
     assert proxy.get("/", x_tenant_id="t5").status == status
 
 
 def test_redis_down_each_rule_decides_by_its_failure_mode(
-    envoy: EnvoyFactory, ratelimitd: RatelimitdFactory, tmp_path: Path, transport: str
+    envoy: EnvoyStarter, ratelimitd: RatelimitdFactory, tmp_path: Path, transport: str
 ) -> None:
     redis = start_redis(tmp_path)
     server = ratelimitd(RATELIMITD_CONFIG, redis_url=redis.url, transport=transport)
@@ -214,7 +158,7 @@ def test_redis_down_each_rule_decides_by_its_failure_mode(
 
 
 def test_problem_json_body_reaches_the_client(
-    envoy: EnvoyFactory, ratelimitd: RatelimitdFactory, redis_url: str, transport: str
+    envoy: EnvoyStarter, ratelimitd: RatelimitdFactory, redis_url: str, transport: str
 ) -> None:
     server = ratelimitd(
         RATELIMITD_CONFIG,

@@ -17,8 +17,7 @@ import yaml
 
 from tests.conftest import REPO, Ratelimitd, RatelimitdFactory, free_port
 from tests.envoy_local import HOST, ingress_manager, local_bootstrap
-from tests.test_authz_e2e import run_envoy
-from tests.test_envoy_e2e import ENVOY, Envoy, Reply
+from tests.envoy_process import ENVOY, Envoy, Reply, run_envoy
 
 EXT_AUTHZ = REPO / "envoy" / "ext-authz"
 BOOTSTRAP = EXT_AUTHZ / "envoy.yaml"

@@ -20,7 +20,7 @@ from ratelimitd.config.model import Config
 from ratelimitd.messages import HttpAttributes
 from tests.conftest import REPO
 from tests.envoy_local import BOOTSTRAP
-from tests.test_envoy_e2e import ENVOY
+from tests.envoy_process import ENVOY
 
 ISTIO = REPO / "envoy" / "istio"
 

@@ -9,11 +9,9 @@ xds-protos; the last runs envoy/llm-quota/ratelimitd.yaml behind it."""
 
 from __future__ import annotations
 
-import http.client
 import subprocess
-import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent import futures
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,15 +25,14 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import (
     REPO,
-    STARTUP_TIMEOUT_S,
     Ratelimitd,
     RatelimitdFactory,
     free_port,
     wait_until,
 )
 from tests.envoy_local import HOST, ingress_manager
+from tests.envoy_process import ENVOY, Envoy, Reply, run_envoy
 
-ENVOY = Path(sys.prefix) / "bin" / "envoy"
 EXAMPLE = REPO / "envoy" / "llm-quota"
 BOOTSTRAP = EXAMPLE / "envoy.yaml"
 RATELIMITD_CONFIG = EXAMPLE / "ratelimitd.yaml"
@@ -107,74 +104,26 @@ def local_bootstrap(*, port: int, admin_port: int, ratelimitd_port: int) -> dict
     return doc
 
 
-@dataclass
-class Reply:
-    status: int
-    headers: list[tuple[str, str]]
-    body: bytes
-
-    def header(self, name: str) -> list[str]:
-        return [v for k, v in self.headers if k.lower() == name.lower()]
-
-
-@dataclass
-class Envoy:
-    port: int
-    process: subprocess.Popen[bytes]
-
-    def ask(self, tenant: str | None, model: str | None, usage: int | None = None) -> Reply:
-        """POST /v1/chat/completions as `tenant` for `model`; the model server reports `usage`
-        tokens (no x-tokens-used header when None)."""
-        headers = {"x-tenant-id": tenant, "x-model": model}
-        headers["x-usage"] = None if usage is None else str(usage)
-        sent = {k: v for k, v in headers.items() if v is not None}
-        connection = http.client.HTTPConnection(HOST, self.port, timeout=10)
-        try:
-            connection.request("POST", "/v1/chat/completions", body=b"{}", headers=sent)
-            response = connection.getresponse()
-            return Reply(response.status, response.getheaders(), response.read())
-        finally:
-            connection.close()
-
-
-@dataclass
-class EnvoyFactory:
-    tmp: Path
-    started: list[Envoy] = field(default_factory=list)
-
-    def __call__(self, ratelimitd_port: int) -> Envoy:
-        port, admin_port = free_port(), free_port()
-        doc = local_bootstrap(port=port, admin_port=admin_port, ratelimitd_port=ratelimitd_port)
-        config = self.tmp / f"envoy-{port}.yaml"
-        config.write_text(yaml.safe_dump(doc))
-        log_path = self.tmp / f"envoy-{port}.log"
-        with log_path.open("wb") as log:
-            command = [str(ENVOY), "-c", str(config), "--disable-hot-restart", "-l", "warning"]
-            process = subprocess.Popen(command, stdout=log, stderr=log)
-        envoy = Envoy(port, process)
-        self.started.append(envoy)
-
-        def ready() -> bool:
-            if process.poll() is not None:
-                pytest.fail(f"envoy exited: {log_path.read_text()}")
-            try:
-                connection = http.client.HTTPConnection(HOST, admin_port, timeout=1)
-                connection.request("GET", "/ready")
-                return connection.getresponse().status == 200
-            except OSError:
-                return False
-
-        wait_until(ready, STARTUP_TIMEOUT_S, "envoy /ready")
-        return envoy
+def ask(proxy: Envoy, tenant: str | None, model: str | None, usage: int | None = None) -> Reply:
+    """POST /v1/chat/completions as `tenant` for `model`; the model server reports `usage`
+    tokens (no x-tokens-used header when None)."""
+    headers = {"x-tenant-id": tenant, "x-model": model}
+    headers["x-usage"] = None if usage is None else str(usage)
+    sent = {k: v for k, v in headers.items() if v is not None}
+    return proxy.request("POST", "/v1/chat/completions", b"{}", sent)
 
 
 @pytest.fixture
-def envoy(tmp_path: Path) -> Iterator[EnvoyFactory]:
-    factory = EnvoyFactory(tmp_path)
-    yield factory
-    for started in factory.started:
-        started.process.terminate()
-        started.process.wait(timeout=15)
+def envoy(tmp_path: Path, proxies: list[Envoy]) -> Callable[[int], Envoy]:
+    """Starts envoy/llm-quota/envoy.yaml on loopback, calling a rate limit service on the
+    given port."""
+
+    def start(ratelimitd_port: int) -> Envoy:
+        port, admin_port = free_port(), free_port()
+        doc = local_bootstrap(port=port, admin_port=admin_port, ratelimitd_port=ratelimitd_port)
+        return run_envoy(tmp_path, doc, proxies)
+
+    return start
 
 
 # --- What Envoy sends: a recording rate limit service -------------------------------------
@@ -252,11 +201,11 @@ def descriptor(tenant: str, model: str, cost: int) -> tuple[Entries, int]:
 
 
 def test_a_check_at_cost_0_before_and_the_reported_usage_after(
-    envoy: EnvoyFactory, recorder: tuple[RecordingService, int]
+    envoy: Callable[[int], Envoy], recorder: tuple[RecordingService, int]
 ) -> None:
     service, port = recorder
     proxy = envoy(port)
-    reply = proxy.ask("t1", "small", usage=1234)
+    reply = ask(proxy, "t1", "small", usage=1234)
     assert reply.status == 200
     assert reply.header("x-tokens-used") == ["1234"]
     wait_until(lambda: len(service.of("t1")) == 2, SETTLE_TIMEOUT_S, "the charge after t1's call")
@@ -268,28 +217,28 @@ def test_a_check_at_cost_0_before_and_the_reported_usage_after(
 
 
 def test_no_charge_without_reported_usage_nor_after_a_429(
-    envoy: EnvoyFactory, recorder: tuple[RecordingService, int]
+    envoy: Callable[[int], Envoy], recorder: tuple[RecordingService, int]
 ) -> None:
     service, port = recorder
     proxy = envoy(port)
-    assert proxy.ask("silent", "small").status == 200  # the model server reports nothing
-    refused = proxy.ask("refused", "small", usage=50)  # the check answers OVER_LIMIT
+    assert ask(proxy, "silent", "small").status == 200  # the model server reports nothing
+    refused = ask(proxy, "refused", "small", usage=50)  # the check answers OVER_LIMIT
     assert refused.status == 429
     assert refused.header("x-tokens-used") == []  # Envoy's own 429: no usage reported
     # Envoy would send either charge when its stream ends, before this later request's.
-    assert proxy.ask("marker", "small", usage=7).status == 200
+    assert ask(proxy, "marker", "small", usage=7).status == 200
     wait_until(lambda: len(service.of("marker")) == 2, SETTLE_TIMEOUT_S, "the marker's charge")
     assert service.of("silent") == [Call("llm", (descriptor("silent", "small", 0),))]
     assert service.of("refused") == [Call("llm", (descriptor("refused", "small", 0),))]
 
 
 def test_requests_without_tenant_or_model_never_reach_the_model(
-    envoy: EnvoyFactory, recorder: tuple[RecordingService, int]
+    envoy: Callable[[int], Envoy], recorder: tuple[RecordingService, int]
 ) -> None:
     service, port = recorder
     proxy = envoy(port)
-    assert proxy.ask(None, "small", usage=10).status == 400
-    assert proxy.ask("t2", None, usage=10).status == 400
+    assert ask(proxy, None, "small", usage=10).status == 400
+    assert ask(proxy, "t2", None, usage=10).status == 400
     assert service.calls == []
 
 
@@ -330,7 +279,7 @@ class Settled:
     calls: int = 0
 
     def ask(self, tenant: str, model: str, usage: int | None = None) -> Reply:
-        reply = self.proxy.ask(tenant, model, usage)
+        reply = ask(self.proxy, tenant, model, usage)
         charged = reply.status == 200 and usage is not None
         self.calls += 2 if charged else 1
 
@@ -348,7 +297,7 @@ def transport(request: pytest.FixtureRequest) -> str:
 
 
 def test_usage_past_the_quota_blocks_the_tenant_until_repaid(
-    envoy: EnvoyFactory, ratelimitd: RatelimitdFactory, redis_url: str, transport: str
+    envoy: Callable[[int], Envoy], ratelimitd: RatelimitdFactory, redis_url: str, transport: str
 ) -> None:
     server = ratelimitd(RATELIMITD_CONFIG, redis_url=redis_url, transport=transport)
     llm = Settled(envoy(server.grpc_port), server)

@@ -1,0 +1,90 @@
+"""Real Envoy processes for the end-to-end tests: started from a bootstrap document, ready
+once their admin /ready answers, spoken to over HTTP/1.1, stopped at teardown."""
+
+from __future__ import annotations
+
+import http.client
+import subprocess
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.conftest import STARTUP_TIMEOUT_S, wait_until
+from tests.envoy_local import HOST
+
+ENVOY = Path(sys.prefix) / "bin" / "envoy"
+
+
+@dataclass
+class Reply:
+    """An HTTP response as the client got it."""
+
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes
+
+    def header(self, name: str) -> list[str]:
+        return [v for k, v in self.headers if k.lower() == name.lower()]
+
+
+@dataclass
+class Envoy:
+    """A running Envoy: its ingress port, admin port and process."""
+
+    port: int
+    admin_port: int
+    process: subprocess.Popen[bytes]
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Reply:
+        connection = http.client.HTTPConnection(HOST, self.port, timeout=10)
+        try:
+            connection.request(method, path, body=body, headers=dict(headers or {}))
+            response = connection.getresponse()
+            return Reply(response.status, response.getheaders(), response.read())
+        finally:
+            connection.close()
+
+    def get(self, path: str = "/", **headers: str) -> Reply:
+        """GET `path`; header names in Python spelling (x_tenant_id is x-tenant-id)."""
+        return self.request(
+            "GET", path, headers={k.replace("_", "-"): v for k, v in headers.items()}
+        )
+
+
+def run_envoy(tmp: Path, doc: dict[str, Any], started: list[Envoy]) -> Envoy:
+    """Envoy running bootstrap `doc` (a local one: its ingress listener first), once ready;
+    stopped at teardown through `started` (conftest's `proxies` fixture)."""
+    port = doc["static_resources"]["listeners"][0]["address"]["socket_address"]["port_value"]
+    admin_port = doc["admin"]["address"]["socket_address"]["port_value"]
+    config = tmp / f"envoy-{port}.yaml"
+    config.write_text(yaml.safe_dump(doc))
+    log_path = tmp / f"envoy-{port}.log"
+    with log_path.open("wb") as log:
+        command = [str(ENVOY), "-c", str(config), "--disable-hot-restart", "-l", "warning"]
+        process = subprocess.Popen(command, stdout=log, stderr=log)
+    envoy = Envoy(port, admin_port, process)
+    started.append(envoy)
+
+    def ready() -> bool:
+        if process.poll() is not None:
+            pytest.fail(f"envoy exited: {log_path.read_text()}")
+        try:
+            connection = http.client.HTTPConnection(HOST, admin_port, timeout=1)
+            connection.request("GET", "/ready")
+            return connection.getresponse().status == 200
+        except OSError:
+            return False
+
+    wait_until(ready, STARTUP_TIMEOUT_S, "envoy /ready")
+    return envoy
