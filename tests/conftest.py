@@ -404,3 +404,14 @@ def proxies() -> Iterator[list[Envoy]]:
     for envoy in started:
         envoy.process.terminate()
         envoy.process.wait(timeout=15)
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server of this test's own, to stop, pause or kill; gone at teardown."""
+    server = start_redis(tmp_path)
+    yield server
+    if server.process.poll() is None:
+        os.kill(server.process.pid, signal.SIGCONT)  # in case the test paused it
+        server.process.kill()
+        server.process.wait(timeout=10)

@@ -88,3 +88,15 @@ def run_envoy(tmp: Path, doc: dict[str, Any], started: list[Envoy]) -> Envoy:
 
     wait_until(ready, STARTUP_TIMEOUT_S, "envoy /ready")
     return envoy
+
+
+def assert_envoy_accepts(path: Path) -> None:
+    """Envoy's own validation (`--mode validate`) passes on the bootstrap at `path`."""
+    result = subprocess.run(
+        [str(ENVOY), "--mode", "validate", "-c", str(path), "--disable-hot-restart"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "OK" in result.stdout + result.stderr

@@ -4,7 +4,6 @@ its span joins the caller's trace; on both transports."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +12,7 @@ import pytest
 from envoy.extensions.common.ratelimit.v3 import ratelimit_pb2
 from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
 
-from tests.conftest import Ratelimitd, RatelimitdFactory, RedisServer, start_redis, wait_until
+from tests.conftest import Ratelimitd, RatelimitdFactory, RedisServer, wait_until
 
 CONFIG = """
 domain: ctx
@@ -87,21 +86,12 @@ def test_decisions_are_not_logged_at_info(ratelimitd: RatelimitdFactory, config:
     assert not events(server, "decision")
 
 
-@pytest.fixture
-def doomed_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    server = start_redis(tmp_path)
-    yield server
-    if server.process.poll() is None:
-        server.process.kill()
-        server.process.wait(timeout=10)
-
-
 def test_a_store_failure_is_logged_with_the_request_id(
-    ratelimitd: RatelimitdFactory, config: Path, doomed_redis: RedisServer
+    ratelimitd: RatelimitdFactory, config: Path, own_redis: RedisServer
 ) -> None:
-    server = ratelimitd(config, redis_url=doomed_redis.url)
-    doomed_redis.process.kill()
-    doomed_redis.process.wait(timeout=10)
+    server = ratelimitd(config, redis_url=own_redis.url)
+    own_redis.process.kill()
+    own_redis.process.wait(timeout=10)
     assert ask(server) == rls_pb2.RateLimitResponse.OK  # the rule allows on failure
     [failure] = events(server, "store_failure")
     assert (failure["request_id"], failure["trace_id"]) == ("req-42", TRACE_ID)

@@ -8,7 +8,6 @@ from the path (`extract:` in envoy/ext-authz/ratelimitd.yaml) and applies the te
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,7 @@ import yaml
 
 from tests.conftest import REPO, Ratelimitd, RatelimitdFactory, free_port
 from tests.envoy_local import HOST, ingress_manager, local_bootstrap
-from tests.envoy_process import ENVOY, Envoy, Reply, run_envoy
+from tests.envoy_process import ENVOY, Envoy, Reply, assert_envoy_accepts, run_envoy
 
 EXT_AUTHZ = REPO / "envoy" / "ext-authz"
 BOOTSTRAP = EXT_AUTHZ / "envoy.yaml"
@@ -68,16 +67,6 @@ def ext_authz_filter(doc: dict[str, Any]) -> dict[str, Any]:
     (found,) = [f for f in filters if f["name"] == "envoy.filters.http.ext_authz"]
     config: dict[str, Any] = found["typed_config"]
     return config
-
-
-@pytest.fixture
-def proxies() -> Iterator[list[Envoy]]:
-    """The Envoys a test started, stopped at its end."""
-    started: list[Envoy] = []
-    yield started
-    for envoy in started:
-        envoy.process.terminate()
-        envoy.process.wait(timeout=15)
 
 
 def remaining(replies: list[Reply]) -> list[list[str]]:
@@ -202,13 +191,7 @@ def test_ratelimitd_down_failure_mode_allow_decides(
 
 
 def test_shipped_files_validate(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [str(ENVOY), "--mode", "validate", "-c", str(BOOTSTRAP), "--disable-hot-restart"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
+    assert_envoy_accepts(BOOTSTRAP)
     checked = subprocess.run(
         [str(Path(ENVOY).parent / "ratelimitd"), "check", str(CONFIG)],
         capture_output=True,

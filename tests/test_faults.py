@@ -43,9 +43,11 @@ BOTH = (Descriptor((("tenant", "t"),)), Descriptor((("api_key", "k"),)))
 class Service:
     """An engine on a breaker-guarded Redis store, driven synchronously, timing each call."""
 
-    def __init__(self, redis: RedisServer, config: Path, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self, own_redis: RedisServer, config: Path, loop: asyncio.AbstractEventLoop
+    ) -> None:
         self.loop = loop
-        self.breaker = CircuitBreaker(RedisStore(redis.url, timeout=TIMEOUT_S), cooldown_s=0.5)
+        self.breaker = CircuitBreaker(RedisStore(own_redis.url, timeout=TIMEOUT_S), cooldown_s=0.5)
         self.engine = Engine(load_config([config]), self.breaker)
 
     def decide(self) -> tuple[Decision, float]:
@@ -103,35 +105,29 @@ def config(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def redis(tmp_path: Path) -> Iterator[RedisServer]:
-    server = start_redis(tmp_path)
-    yield server
-    if server.process.poll() is None:
-        os.kill(server.process.pid, signal.SIGCONT)
-        server.process.terminate()
-        server.process.wait(timeout=10)
-
-
-@pytest.fixture
-def service(redis: RedisServer, config: Path, loop: asyncio.AbstractEventLoop) -> Iterator[Service]:
-    svc = Service(redis, config, loop)
+def service(
+    own_redis: RedisServer, config: Path, loop: asyncio.AbstractEventLoop
+) -> Iterator[Service]:
+    svc = Service(own_redis, config, loop)
     assert from_redis(svc.decide()[0])
     yield svc
     loop.run_until_complete(svc.breaker.close())
 
 
-def test_hung_redis(redis: RedisServer, service: Service) -> None:
-    os.kill(redis.process.pid, signal.SIGSTOP)
+def test_hung_redis(own_redis: RedisServer, service: Service) -> None:
+    os.kill(own_redis.process.pid, signal.SIGSTOP)
     assert_fast_failure_modes(service)
-    os.kill(redis.process.pid, signal.SIGCONT)
+    os.kill(own_redis.process.pid, signal.SIGCONT)
     assert_recovers_within_a_second(service)
 
 
-def test_killed_and_restarted_redis(redis: RedisServer, service: Service, tmp_path: Path) -> None:
-    redis.process.kill()
-    redis.process.wait(timeout=10)
+def test_killed_and_restarted_redis(
+    own_redis: RedisServer, service: Service, tmp_path: Path
+) -> None:
+    own_redis.process.kill()
+    own_redis.process.wait(timeout=10)
     assert_fast_failure_modes(service)
-    restarted = start_redis(tmp_path, port=redis.port)  # empty script cache: NOSCRIPT path
+    restarted = start_redis(tmp_path, port=own_redis.port)  # empty script cache: NOSCRIPT path
     try:
         assert_recovers_within_a_second(service)
     finally:
@@ -139,15 +135,15 @@ def test_killed_and_restarted_redis(redis: RedisServer, service: Service, tmp_pa
         restarted.process.wait(timeout=10)
 
 
-def test_paused_redis(redis: RedisServer, service: Service) -> None:
-    redis.client().client_pause(1500, all=True)
+def test_paused_redis(own_redis: RedisServer, service: Service) -> None:
+    own_redis.client().client_pause(1500, all=True)
     assert_fast_failure_modes(service)
-    wait_until(lambda: redis.client().ping(), 5, "the pause to end")
+    wait_until(lambda: own_redis.client().ping(), 5, "the pause to end")
     assert_recovers_within_a_second(service)
 
 
-def test_open_circuit_answers_without_waiting(redis: RedisServer, service: Service) -> None:
-    os.kill(redis.process.pid, signal.SIGSTOP)
+def test_open_circuit_answers_without_waiting(own_redis: RedisServer, service: Service) -> None:
+    os.kill(own_redis.process.pid, signal.SIGSTOP)
     for _ in range(5):
         service.decide()  # each waits out the timeout and counts as a failure
     assert service.breaker.state is BreakerState.OPEN
@@ -158,16 +154,16 @@ def test_open_circuit_answers_without_waiting(redis: RedisServer, service: Servi
 @pytest.mark.parametrize("transport", ["grpc", "asgi"])
 def test_failure_mode_unavailable_lets_envoy_decide(
     ratelimitd: RatelimitdFactory,
-    redis: RedisServer,
+    own_redis: RedisServer,
     write_config: Callable[..., Path],
     transport: str,
 ) -> None:
     path = write_config("domain: f\ndescriptors: [{key: tenant, rate_limit: {unit: second}}]\n")
     server = ratelimitd(
-        path, "--failure-mode", "unavailable", redis_url=redis.url, transport=transport
+        path, "--failure-mode", "unavailable", redis_url=own_redis.url, transport=transport
     )
-    redis.process.kill()
-    redis.process.wait(timeout=10)
+    own_redis.process.kill()
+    own_redis.process.wait(timeout=10)
     request = rls_pb2.RateLimitRequest(
         domain="f",
         descriptors=[

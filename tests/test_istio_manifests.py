@@ -7,7 +7,6 @@ build the same descriptors the EnvoyFilter's actions send."""
 from __future__ import annotations
 
 import copy
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ from ratelimitd.config.model import Config
 from ratelimitd.messages import HttpAttributes
 from tests.conftest import REPO
 from tests.envoy_local import BOOTSTRAP
-from tests.envoy_process import ENVOY
+from tests.envoy_process import assert_envoy_accepts
 
 ISTIO = REPO / "envoy" / "istio"
 
@@ -86,13 +85,7 @@ def test_envoy_validates_the_patched_filter(tmp_path: Path) -> None:
     resources["clusters"].append(istio_cluster)
     path = tmp_path / "istio-envoy.yaml"
     path.write_text(yaml.safe_dump(bootstrap))
-    result = subprocess.run(
-        [str(ENVOY), "--mode", "validate", "-c", str(path), "--disable-hot-restart"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
+    assert_envoy_accepts(path)
 
 
 # The ext_authz front door: mesh-ext-authz.yaml (the provider), ext-authz.yaml (the policy), and
@@ -230,10 +223,4 @@ def test_envoy_validates_the_ext_authz_filter_istio_builds(tmp_path: Path) -> No
     resources["clusters"].append(istio_cluster)
     path = tmp_path / "istio-ext-authz-envoy.yaml"
     path.write_text(yaml.safe_dump(bootstrap))
-    result = subprocess.run(
-        [str(ENVOY), "--mode", "validate", "-c", str(path), "--disable-hot-restart"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
+    assert_envoy_accepts(path)

@@ -9,7 +9,6 @@ import dataclasses
 import http.client
 import json
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -21,7 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from ratelimitd import metrics
 from ratelimitd.config.model import FailureMode, Limit, Rule, Source, Unit
 from ratelimitd.messages import Code, Decision, Result, Status, StoreUnavailableError
-from tests.conftest import Ratelimitd, RatelimitdFactory, RedisServer, start_redis, wait_until
+from tests.conftest import Ratelimitd, RatelimitdFactory, RedisServer, wait_until
 
 CONFIG = """
 domain: m
@@ -164,17 +163,8 @@ def test_workers_add_up(
     assert value(samples, "ratelimitd_store_errors_total") == 0
 
 
-@pytest.fixture
-def doomed_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    server = start_redis(tmp_path)
-    yield server
-    if server.process.poll() is None:
-        server.process.kill()
-        server.process.wait(timeout=10)
-
-
 def test_store_errors_and_the_circuit_breaker(
-    ratelimitd: RatelimitdFactory, config: Path, doomed_redis: RedisServer
+    ratelimitd: RatelimitdFactory, config: Path, own_redis: RedisServer
 ) -> None:
     server = ratelimitd(
         config,
@@ -182,11 +172,11 @@ def test_store_errors_and_the_circuit_breaker(
         "3",
         "--breaker-cooldown",
         "3600",
-        redis_url=doomed_redis.url,
+        redis_url=own_redis.url,
     )
     ask(server.grpc_target, ("tenant", "a"))
-    doomed_redis.process.kill()
-    doomed_redis.process.wait(timeout=10)
+    own_redis.process.kill()
+    own_redis.process.wait(timeout=10)
     for _ in range(5):  # allowed by failure mode; the circuit opens after the third
         assert ask(server.grpc_target, ("tenant", "a")).overall_code == rls_pb2.RateLimitResponse.OK
     samples = scrape(server)

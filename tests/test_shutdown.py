@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
@@ -14,7 +14,7 @@ import pytest
 from envoy.extensions.common.ratelimit.v3 import ratelimit_pb2
 from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
 
-from tests.conftest import RatelimitdFactory, RedisServer, start_redis, wait_until
+from tests.conftest import RatelimitdFactory, RedisServer, wait_until
 
 CONFIG = (
     "domain: s\ndescriptors: [{key: tenant, rate_limit: {unit: minute, requests_per_unit: 9}}]\n"
@@ -29,20 +29,10 @@ REQUEST = rls_pb2.RateLimitRequest(
 )
 
 
-@pytest.fixture
-def redis(tmp_path: Path) -> Iterator[RedisServer]:
-    server = start_redis(tmp_path)
-    yield server
-    if server.process.poll() is None:
-        os.kill(server.process.pid, signal.SIGCONT)
-        server.process.terminate()
-        server.process.wait(timeout=10)
-
-
 @pytest.mark.parametrize("transport", ["grpc", "asgi"])
 def test_requests_in_flight_finish_and_new_work_is_refused(
     ratelimitd: RatelimitdFactory,
-    redis: RedisServer,
+    own_redis: RedisServer,
     write_config: Callable[..., Path],
     transport: str,
 ) -> None:
@@ -52,13 +42,13 @@ def test_requests_in_flight_finish_and_new_work_is_refused(
         "10",
         "--drain-timeout",
         "15",
-        redis_url=redis.url,
+        redis_url=own_redis.url,
         transport=transport,
     )
     with grpc.insecure_channel(server.grpc_target) as channel:
         stub = rls_pb2_grpc.RateLimitServiceStub(channel)
         assert stub.ShouldRateLimit(REQUEST, timeout=5).overall_code == rls_pb2.RateLimitResponse.OK
-        os.kill(redis.process.pid, signal.SIGSTOP)  # the next request waits inside Redis
+        os.kill(own_redis.process.pid, signal.SIGSTOP)  # the next request waits inside Redis
         in_flight = stub.ShouldRateLimit.future(REQUEST, timeout=30)
         time.sleep(0.5)  # let it reach the server; nothing observable marks that moment
         server.process.send_signal(signal.SIGTERM)
@@ -74,7 +64,7 @@ def test_requests_in_flight_finish_and_new_work_is_refused(
         # for a connection the kernel accepted just before it closed.
         assert refused.value.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED)
 
-        os.kill(redis.process.pid, signal.SIGCONT)
+        os.kill(own_redis.process.pid, signal.SIGCONT)
         answer = in_flight.result(timeout=20)
         assert answer.overall_code == rls_pb2.RateLimitResponse.OK
         assert answer.statuses[0].limit_remaining == 7  # really evaluated by Redis
