@@ -74,6 +74,7 @@ class Tracer:
     def __init__(self) -> None:
         self._tracer: Any = None
         self._propagator: Any = None
+        self._server_kind: Any = None
 
     @property
     def enabled(self) -> bool:
@@ -92,6 +93,7 @@ class Tracer:
             ConsoleSpanExporter,
             SimpleSpanProcessor,
         )
+        from opentelemetry.trace import SpanKind
         from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
         # Attributes given here beat OTEL_RESOURCE_ATTRIBUTES: only name the service by default.
@@ -106,6 +108,7 @@ class Tracer:
             provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
         self._tracer = provider.get_tracer("ratelimitd")
         self._propagator = TraceContextTextMapPropagator()
+        self._server_kind = SpanKind.SERVER
 
     def start(self, context: CallContext | None, name: str = RLS_SPAN_NAME) -> Any:
         """A started span for one call (`name`: its RPC), the child of the caller's span if
@@ -116,7 +119,7 @@ class Tracer:
             if context.tracestate:
                 carrier["tracestate"] = context.tracestate
             parent = self._propagator.extract(carrier)
-        return self._tracer.start_span(name, context=parent, kind=_server_kind())
+        return self._tracer.start_span(name, context=parent, kind=self._server_kind)
 
     @staticmethod
     def end(span: Any, domain: str | None, code: str, store_seconds: float) -> None:
@@ -140,12 +143,6 @@ def check(exporter: Exporter) -> None:
         raise RuntimeError(
             f"--tracing {exporter.value} needs OpenTelemetry: pip install 'ratelimitd[otel]'"
         ) from exc
-
-
-def _server_kind() -> Any:
-    from opentelemetry.trace import SpanKind
-
-    return SpanKind.SERVER
 
 
 TRACER = Tracer()
