@@ -265,7 +265,8 @@ def test_tenants_can_live_in_files_of_their_own(tmp_path: Path) -> None:
             PLANS.replace(
                 "      free: {unlimited: true}", "      free: {algorithm: fixed_window, burst: 5}"
             ),
-            "plans.yaml:31: tenant 'initech': burst does not apply to fixed_window",
+            "plans.yaml:31: tenant 'initech': burst does not apply to fixed_window "
+            "(only to gcra, token_bucket)",
         ),
     ],
     ids=[

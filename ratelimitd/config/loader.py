@@ -24,9 +24,9 @@ import yaml
 from ratelimitd import extract
 from ratelimitd.algorithms import ALGORITHMS
 from ratelimitd.config import plans
+from ratelimitd.config.burst import burst_problem
 from ratelimitd.config.errors import ConfigError, InvalidConfigError
 from ratelimitd.config.model import (
-    MAX_REFILL_SECONDS,
     Config,
     Defaults,
     Domain,
@@ -806,14 +806,9 @@ class _FileParser:
         unit: Unit | None,
         unlimited: bool,
     ) -> None:
-        known = ALGORITHMS.get(algorithm)
-        if known is not None and not known.uses_burst:
-            users = ", ".join(sorted(a.name for a in ALGORITHMS.values() if a.uses_burst))
-            self._error(node, f"burst does not apply to {algorithm} (only to {users})")
-        elif unlimited or not per_unit:
-            self._error(node, "burst needs a limit with requests_per_unit > 0")
-        elif unit is not None and burst * unit.seconds > MAX_REFILL_SECONDS * per_unit:
-            self._error(node, f"burst {burst} would take more than 10 years to refill")
+        problem = burst_problem(burst, algorithm, 0 if unlimited else per_unit, unit)
+        if problem is not None:
+            self._error(node, problem)
 
     def _algorithm(self, node: yaml.Node | None, default: str) -> str:
         if node is None:

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from ratelimitd.algorithms import ALGORITHMS
+from ratelimitd.config.burst import burst_problem
 from ratelimitd.config.model import (
-    MAX_REFILL_SECONDS,
     FailureMode,
     KeyIndex,
     Limit,
@@ -174,30 +174,17 @@ def _overridden(
     algorithm = override.algorithm or (base.algorithm if base else default_algorithm)
     burst = override.burst
     if burst is None:
-        # A burst equal to the rate follows the rate; a burst set apart from it stays.
+        # A burst equal to the rate follows the rate; a burst set apart from it stays (where
+        # the algorithm has one).
         keeps_own = base is not None and base.burst != base.requests_per_unit
-        burst = base.burst if keeps_own and base is not None else per_unit
-    _check_burst(override, tenant.name, algorithm, burst, per_unit, unit)
-    limit = Limit(algorithm, per_unit, unit, burst)
+        uses_burst = ALGORITHMS[algorithm].uses_burst
+        burst = base.burst if keeps_own and uses_burst and base is not None else per_unit
+    if override.burst is not None or burst != per_unit:
+        problem = burst_problem(burst, algorithm, per_unit, unit)
+        if problem is not None:
+            raise ExpansionError(override.source, f"tenant '{tenant.name}': {problem}")
+    overdraft = base.overdraft if base is not None else 0
+    limit = Limit(algorithm, per_unit, unit, burst, overdraft)
     return dataclasses.replace(
         rule, full_key=full_key, limit=limit, failure_mode=failure_mode, source=override.source
     )
-
-
-def _check_burst(
-    override: LimitOverride, tenant: str, algorithm: str, burst: int, per_unit: int, unit: Unit
-) -> None:
-    known = ALGORITHMS[algorithm]
-    if override.burst is not None and not known.uses_burst:
-        raise ExpansionError(
-            override.source, f"tenant '{tenant}': burst does not apply to {algorithm}"
-        )
-    if burst != per_unit and not per_unit:
-        raise ExpansionError(
-            override.source, f"tenant '{tenant}': burst needs requests_per_unit > 0"
-        )
-    if per_unit and burst * unit.seconds > MAX_REFILL_SECONDS * per_unit:
-        raise ExpansionError(
-            override.source,
-            f"tenant '{tenant}': burst {burst} would take more than 10 years to refill",
-        )
