@@ -343,3 +343,14 @@ def test_the_shipped_example_loads_with_its_documented_limits() -> None:
         if (found := match(root, (("tenant", tenant), *search))) and found.rule.limit
     }
     assert limits == {"acme": 100, "globex": 300, "initech": 10, "unlisted": 10}
+
+
+def test_an_override_keeps_the_plans_overdraft(tmp_path: Path) -> None:
+    text = PLANS.replace(
+        "rate_limit: {unit: minute, requests_per_unit: 3}",
+        "rate_limit: {unit: minute, requests_per_unit: 3, overdraft: true, max_overdraft: 9}",
+    ).replace("      free: {unlimited: true}", "      free: {requests_per_unit: 4}")
+    found = match(config_of(tmp_path, text).domains["api"].root, (("tenant", "initech"),))
+    assert found is not None
+    assert found.rule.limit is not None
+    assert (found.rule.limit.requests_per_unit, found.rule.limit.overdraft) == (4, 9)
