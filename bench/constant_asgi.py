@@ -8,7 +8,9 @@ The baseline of the `asgi` transport, run under pyvoy (Envoy-hosted Python):
 the length-prefixed RateLimitRequest (as ratelimitd's transport must), and answers `200`,
 `content-type: application/grpc`, one length-prefixed RateLimitResponse with overall_code
 OK, and a `grpc-status: 0` trailer through the ASGI `http.response.trailers` extension.
-`GET /healthcheck` answers 200, like ratelimitd's.
+ext_authz `Check` calls (the `check` scenario) the same way: the CheckRequest decoded, a fixed
+allowed CheckResponse (status.code 0) answered. `GET /healthcheck` answers 200, like
+ratelimitd's.
 """
 
 from __future__ import annotations
@@ -16,8 +18,11 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from envoy.service.auth.v3 import external_auth_pb2
 from envoy.service.ratelimit.v3 import rls_pb2
 from google.protobuf.message import DecodeError
+from google.protobuf.message import Message as ProtoMessage
+from google.rpc import status_pb2
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -30,6 +35,16 @@ _MESSAGE = rls_pb2.RateLimitResponse(
     statuses=[rls_pb2.RateLimitResponse.DescriptorStatus(code=rls_pb2.RateLimitResponse.OK)],
 ).SerializeToString()
 RESPONSE_BODY = b"\x00" + len(_MESSAGE).to_bytes(4, "big") + _MESSAGE
+CHECK_PATH = "/envoy.service.auth.v3.Authorization/Check"
+_CHECK = external_auth_pb2.CheckResponse(
+    status=status_pb2.Status(code=0), ok_response=external_auth_pb2.OkHttpResponse()
+).SerializeToString()
+CHECK_BODY = b"\x00" + len(_CHECK).to_bytes(4, "big") + _CHECK
+# Per method: the request type to decode, and the framed answer.
+METHODS: dict[str, tuple[type[ProtoMessage], bytes]] = {
+    RLS_PATH: (rls_pb2.RateLimitRequest, RESPONSE_BODY),
+    CHECK_PATH: (external_auth_pb2.CheckRequest, CHECK_BODY),
+}
 _GRPC_HEADERS = [(b"content-type", b"application/grpc")]
 
 
@@ -86,15 +101,17 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
         await send({"type": "http.response.body", "body": b"OK"})
         return
     body = await _read_body(receive)
-    if scope["method"] != "POST" or scope["path"] != RLS_PATH:
+    method = METHODS.get(scope["path"]) if scope["method"] == "POST" else None
+    if method is None:
         await _grpc_answer(send, b"", 12, f"unknown method {scope['path']}")  # UNIMPLEMENTED
         return
+    request_type, answer = method
     if len(body) < 5 or body[0] != 0 or int.from_bytes(body[1:5], "big") != len(body) - 5:
         await _grpc_answer(send, b"", 13, "bad gRPC framing")  # INTERNAL
         return
     try:
-        rls_pb2.RateLimitRequest.FromString(body[5:])  # decoded and dropped, as a server must
+        request_type.FromString(body[5:])  # decoded and dropped, as a server must
     except DecodeError:
-        await _grpc_answer(send, b"", 13, "cannot decode RateLimitRequest")  # INTERNAL
+        await _grpc_answer(send, b"", 13, f"cannot decode {request_type.__name__}")  # INTERNAL
         return
-    await _grpc_answer(send, RESPONSE_BODY, 0)
+    await _grpc_answer(send, answer, 0)

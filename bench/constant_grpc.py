@@ -1,4 +1,5 @@
-"""A grpc.aio RateLimitService that answers every call with the same OK response.
+"""A grpc.aio RateLimitService (and ext_authz Authorization) answering every call with the
+same OK response.
 
 The baseline of the `grpc` transport: the same server library, message decoding and encoding
 as ratelimitd's gRPC transport, with no decision at all. Run as
@@ -16,11 +17,18 @@ import asyncio
 import signal
 
 import grpc
+from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
+from google.rpc import status_pb2
 
 RESPONSE = rls_pb2.RateLimitResponse(
     overall_code=rls_pb2.RateLimitResponse.OK,
     statuses=[rls_pb2.RateLimitResponse.DescriptorStatus(code=rls_pb2.RateLimitResponse.OK)],
+)
+
+# ext_authz Check (the `check` scenario): allowed, nothing added to the request.
+CHECK_RESPONSE = external_auth_pb2.CheckResponse(
+    status=status_pb2.Status(code=0), ok_response=external_auth_pb2.OkHttpResponse()
 )
 
 
@@ -34,6 +42,18 @@ class ConstantServicer(rls_pb2_grpc.RateLimitServiceServicer):  # type: ignore[m
         return RESPONSE
 
 
+class ConstantAuthorization(external_auth_pb2_grpc.AuthorizationServicer):  # type: ignore[misc]
+    """Check: the request is decoded by grpc, then ignored."""
+
+    async def Check(  # noqa: N802 - the name is the RPC's
+        self,
+        request: external_auth_pb2.CheckRequest,
+        context: grpc.aio.ServicerContext[object, object],
+    ) -> external_auth_pb2.CheckResponse:
+        """Allow, whatever was asked."""
+        return CHECK_RESPONSE
+
+
 async def serve(address: str, reuse_port: bool) -> None:
     """Serve on `address` until SIGTERM or SIGINT."""
     server = grpc.aio.server(
@@ -43,6 +63,7 @@ async def serve(address: str, reuse_port: bool) -> None:
         ]
     )
     rls_pb2_grpc.add_RateLimitServiceServicer_to_server(ConstantServicer(), server)
+    external_auth_pb2_grpc.add_AuthorizationServicer_to_server(ConstantAuthorization(), server)
     server.add_insecure_port(address)
     await server.start()
     stop = asyncio.Event()

@@ -63,6 +63,9 @@ from bench.servers import (
 
 BENCH = Path(__file__).resolve().parent
 CONFIG = BENCH / "config"
+# ratelimitd's configs of the scenarios: bench.yaml in the plain reference format (a --target
+# server loads it too), and authz.yaml, the `check` scenario's domain with our `extract:`.
+SCENARIO_CONFIGS = (CONFIG / "bench.yaml", CONFIG / "authz.yaml")
 RESULTS = BENCH / "RESULTS.md"
 TRANSPORTS = ("grpc", "asgi")
 # --soak's, --tenants' and --noisy's default: the faster transport (README.md, Speed); --soak's
@@ -448,9 +451,14 @@ class Bench:
         )
 
     def _ratelimitd_starter(
-        self, transport: str, workers: int, config: Path, redis_url: str | None = None
+        self,
+        transport: str,
+        workers: int,
+        config: Path | Sequence[Path],
+        redis_url: str | None = None,
     ) -> Callable[[], Server]:
-        """Starts ratelimitd with `config` on this run's Redis (or on `redis_url`)."""
+        """Starts ratelimitd with `config` (one path or several) on this run's Redis (or on
+        `redis_url`)."""
         assert self.redis is not None
         url = redis_url or self.redis.url
 
@@ -469,7 +477,7 @@ class Bench:
 
     def measure_ratelimitd(self, transport: str, workers: int) -> None:
         """ratelimitd through every scenario."""
-        start = self._ratelimitd_starter(transport, workers, CONFIG / "bench.yaml")
+        start = self._ratelimitd_starter(transport, workers, SCENARIO_CONFIGS)
 
         self._measure_all("ratelimitd", transport, workers, start, half=self.args.half_load)
 
@@ -507,7 +515,7 @@ class Bench:
 
     def soak_ratelimitd(self, transport: str, workers: int) -> None:
         """A soak per scenario, each on a fresh ratelimitd: its memory starts from scratch."""
-        start = self._ratelimitd_starter(transport, workers, CONFIG / "bench.yaml")
+        start = self._ratelimitd_starter(transport, workers, SCENARIO_CONFIGS)
         for scenario in self.scenarios:
             row = SoakRow(transport, workers, scenario.name, self.args.soak)
             self.soak_rows.append(row)
@@ -855,6 +863,7 @@ class Bench:
                     measure(server, scenario, row)
                 except (HarnessError, redis.RedisError, OSError) as exc:
                     row.error = str(exc).splitlines()[0]
+                    row.skipped = isinstance(exc, UnavailableError)
                     log(f"   {scenario.name}: failed: {exc}")
         finally:
             for proc in server.procs:
@@ -904,6 +913,7 @@ class Bench:
             duration_s=duration,
             shim=self.shim,
             rps_per_client=rps,
+            method=scenario.method,
             name=f"h2load-{server.label}-{server.transport}-w{server.workers}-"
             f"{scenario.name}-{name}",
         )
@@ -926,13 +936,17 @@ class Bench:
                     f"no successful request during warm-up ({warm.failed} failed): "
                     f"does {server.host}:{server.port} answer gRPC?"
                 )
-        checked = probe(server, _sample(scenario.messages, PROBE_SAMPLE))
+        checked = probe(server, _sample(scenario.messages, PROBE_SAMPLE), method=scenario.method)
         notes.append(f"probe after warm-up: {checked.summary()}")
         problems += _probe_problems("probe", checked, scenario, server.label != "constant")
         return warm, checked
 
     def measure(self, server: Server, scenario: Scenario, row: Row, *, half: bool) -> None:
         """Warm up, probe, measure at full load, then at half load; fill `row`."""
+        if scenario.is_check and server.label == "target":
+            raise UnavailableError(
+                "`check` needs ratelimitd's extract: section (bench/config/authz.yaml)"
+            )
         bodies = self._start_scenario(server, scenario)
         served_since_flush = 0
 
@@ -1025,7 +1039,7 @@ class Bench:
         sample = _sample(scenario.messages, PROBE_SAMPLE)
         assert server.metrics_url is not None  # a ratelimitd
         counts = metrics.scrape(server.metrics_url)
-        with soak.Sampler(server, sample, log) as sampler:
+        with soak.Sampler(server, sample, log, scenario.method) as sampler:
             result = self._load(server, scenario, "soak", args.soak * 60, rate / args.clients)
         if sampler.failure is not None:
             raise HarnessError(f"sampling failed: {sampler.failure!r}")
@@ -1076,6 +1090,27 @@ class Bench:
             base = constants.get((row.transport, row.workers, row.scenario))
             if base is not None and base.full is not None and base.full.rate > 0:
                 row.ratio = row.full.rate / base.full.rate
+        self._compare_check()
+
+    def _compare_check(self) -> None:
+        """`check` (ext_authz Check, one descriptor by extract) ÷ `one` (ShouldRateLimit, the
+        same descriptor), per server, transport and workers of the same run, in the notes."""
+        rates = {
+            (r.server, r.transport, r.workers, r.scenario): r.full.rate
+            for r in self.rows
+            if r.full is not None and r.full.rate > 0 and not r.problems and not r.error
+        }
+        for row in self.rows:
+            if row.scenario != "check" or row.full is None:
+                continue
+            one = rates.get((row.server, row.transport, row.workers, "one"))
+            check = rates.get((row.server, row.transport, row.workers, "check"))
+            if one is None or check is None:
+                continue
+            self.notes.append(
+                f"Check ÷ ShouldRateLimit ({row.server} {row.transport} w{row.workers}): "
+                f"{check:,.0f} / {one:,.0f} decisions/s = {check / one:.2f} (`check` ÷ `one`)"
+            )
 
     # -- end to end ---------------------------------------------------------------------
 

@@ -165,6 +165,7 @@ class H2Load:
         shim: Path | None,
         rps_per_client: float | None = None,
         name: str = "h2load",
+        method: str = RLS_METHOD,
     ) -> LoadResult:
         """One timed run against host:port; latencies from h2load's per-request log."""
         return self.start(
@@ -176,6 +177,7 @@ class H2Load:
             shim=shim,
             rps_per_client=rps_per_client,
             name=name,
+            method=method,
         ).finish()
 
     def start(
@@ -189,6 +191,7 @@ class H2Load:
         shim: Path | None,
         rps_per_client: float | None = None,
         name: str = "h2load",
+        method: str = RLS_METHOD,
     ) -> RunningLoad:
         """Start a timed run against host:port (`run` waits for it; this does not)."""
         if bodies.count > 1 and shim is None:
@@ -208,7 +211,7 @@ class H2Load:
         argv += [f"--header={h}" for h in GRPC_HEADERS]
         if rps_per_client is not None:
             argv.append(f"--rps={rps_per_client:.3f}")
-        argv.append(f"http://{host}:{port}{RLS_METHOD}")
+        argv.append(f"http://{host}:{port}{method}")
         env: dict[str, str] = {}
         report = None
         if bodies.count > 1 and shim is not None:

@@ -1,7 +1,10 @@
 """The request mixes the harness sends, built with Envoy's own generated code (xds-protos).
 
-A scenario is a cycle of serialized `RateLimitRequest` messages, all of the same length (the
-h2load body shim in bench/preload/ needs that). Its limits are in bench/config/bench.yaml.
+A scenario is a cycle of serialized messages of one gRPC method, all of the same length (the
+h2load body shim in bench/preload/ needs that): `RateLimitRequest`s to ShouldRateLimit, whose
+limits are in bench/config/bench.yaml, or, for `check`, an ext_authz `CheckRequest` to
+Authorization/Check, whose descriptors ratelimitd builds with the `extract:` section of
+bench/config/authz.yaml.
 """
 
 from __future__ import annotations
@@ -9,11 +12,15 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from envoy.config.core.v3 import address_pb2
 from envoy.extensions.common.ratelimit.v3 import ratelimit_pb2
+from envoy.service.auth.v3 import attribute_context_pb2, external_auth_pb2
 from envoy.service.ratelimit.v3 import rls_pb2
 
 DOMAIN = "bench"
+AUTHZ_DOMAIN = "bench_authz"  # bench/config/authz.yaml: our `extract:` extension
 RLS_METHOD = "/envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit"
+CHECK_METHOD = "/envoy.service.auth.v3.Authorization/Check"
 DEFAULT_DISTINCT_KEYS = 100_000
 
 Entries = Sequence[tuple[str, str]]
@@ -28,6 +35,13 @@ class Scenario:
     messages: tuple[bytes, ...]
     # Share of OVER_LIMIT answers ratelimitd should give once warm (checked by the probe).
     over_limit_share: float
+    # The gRPC method of every message: ShouldRateLimit, or ext_authz Check (CheckRequests).
+    method: str = RLS_METHOD
+
+    @property
+    def is_check(self) -> bool:
+        """True when the messages are CheckRequests (answered with CheckResponses)."""
+        return self.method == CHECK_METHOD
 
     @property
     def distinct(self) -> int:
@@ -48,6 +62,48 @@ def request(*descriptors: Entries) -> bytes:
             )
             for entries in descriptors
         ],
+    )
+    serialized: bytes = message.SerializeToString()
+    return serialized
+
+
+def check_request(tenant: str) -> bytes:
+    """A serialized CheckRequest as Envoy's ext_authz filter sends one for `GET /` with
+    `x-tenant-id: <tenant>` (addresses, the usual headers, the domain in context_extensions);
+    ratelimitd's `extract:` in bench/config/authz.yaml turns it into [(tenant, <tenant>)]."""
+
+    def peer(ip: str, port: int) -> attribute_context_pb2.AttributeContext.Peer:
+        socket = address_pb2.SocketAddress(address=ip, port_value=port)
+        return attribute_context_pb2.AttributeContext.Peer(
+            address=address_pb2.Address(socket_address=socket)
+        )
+
+    headers = {
+        ":authority": "bench.local",
+        ":method": "GET",
+        ":path": "/",
+        ":scheme": "http",
+        "user-agent": "bench/1.0",
+        "x-forwarded-proto": "http",
+        "x-request-id": "6a1f7b2e-0c1d-4e5f-8a9b-0c1d2e3f4a5b",
+        "x-tenant-id": tenant,
+    }
+    http = attribute_context_pb2.AttributeContext.HttpRequest(
+        id="1234567890",
+        method="GET",
+        headers=headers,
+        path="/",
+        host="bench.local",
+        scheme="http",
+        protocol="HTTP/1.1",
+    )
+    message = external_auth_pb2.CheckRequest(
+        attributes=attribute_context_pb2.AttributeContext(
+            source=peer("10.0.0.1", 40000),
+            destination=peer("10.0.0.2", 8080),
+            request=attribute_context_pb2.AttributeContext.Request(http=http),
+            context_extensions={"domain": AUTHZ_DOMAIN},
+        )
     )
     serialized: bytes = message.SerializeToString()
     return serialized
@@ -107,6 +163,18 @@ def overlimit() -> Scenario:
     )
 
 
+def check() -> Scenario:
+    """`one` through the ext_authz front door: a CheckRequest whose x-tenant-id header the
+    `extract:` section turns into the same one descriptor [(tenant, steady)], never over."""
+    return Scenario(
+        "check",
+        "ext_authz Check of GET / with x-tenant-id: steady -> [(tenant, steady)], never over",
+        (check_request("steady"),),
+        0.0,
+        CHECK_METHOD,
+    )
+
+
 def build(name: str, *, distinct_keys: int = DEFAULT_DISTINCT_KEYS) -> Scenario:
     """The scenario called `name`; ValueError for an unknown name."""
     builders: dict[str, Callable[[], Scenario]] = {
@@ -114,6 +182,7 @@ def build(name: str, *, distinct_keys: int = DEFAULT_DISTINCT_KEYS) -> Scenario:
         "three": three,
         "distinct": lambda: distinct(distinct_keys),
         "overlimit": overlimit,
+        "check": check,
     }
     if name not in builders:
         raise ValueError(f"unknown scenario {name!r}; known: {', '.join(builders)}")
@@ -123,4 +192,4 @@ def build(name: str, *, distinct_keys: int = DEFAULT_DISTINCT_KEYS) -> Scenario:
     return scenario
 
 
-NAMES = ("one", "three", "distinct", "overlimit")
+NAMES = ("one", "three", "distinct", "overlimit", "check")

@@ -12,6 +12,7 @@ from typing import Any
 
 import grpc
 import redis
+from envoy.service.auth.v3 import external_auth_pb2
 from envoy.service.ratelimit.v3 import rls_pb2
 from redis.crc import key_slot
 
@@ -27,12 +28,13 @@ from bench.procs import (
     run_captured,
     wait_until,
 )
-from bench.scenarios import RLS_METHOD, one
+from bench.scenarios import CHECK_METHOD, RLS_METHOD, one
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 STARTUP_TIMEOUT_S = 30.0
 HOST = "127.0.0.1"
+CHECK_OK, CHECK_OVER_LIMIT = 0, 8  # CheckResponse status.code: OK, RESOURCE_EXHAUSTED
 
 
 @dataclass
@@ -214,12 +216,15 @@ def start_ratelimitd(
     workers: int,
     flags: set[str],
     redis_url: str,
-    config: Path,
+    config: Path | Sequence[Path],
     extra_args: Sequence[str] = (),
 ) -> Server:
-    """`ratelimitd serve` on free ports; ready once GET /healthcheck answers 200."""
+    """`ratelimitd serve` on free ports (a --config per path of `config`); ready once GET
+    /healthcheck answers 200."""
     grpc_port, http_port = free_port(), free_port()
-    argv = [str(ratelimitd_binary()), "serve", "--config", str(config)]
+    argv = [str(ratelimitd_binary()), "serve"]
+    for path in [config] if isinstance(config, Path) else config:
+        argv += ["--config", str(path)]
     argv += ["--redis-url", redis_url]
     argv += ["--grpc-addr", f"{HOST}:{grpc_port}", "--http-addr", f"{HOST}:{http_port}"]
     if "--transport" in flags:
@@ -287,7 +292,7 @@ class ProbeResult:
 
     sent: int
     answered: int  # gRPC status OK
-    over_limit: int  # of those, overall_code OVER_LIMIT
+    over_limit: int  # of those, overall_code OVER_LIMIT (Check: status.code 8)
     errors: list[str]
 
     def summary(self) -> str:
@@ -308,17 +313,28 @@ class ProbeResult:
         )
 
 
-def probe(server: Server, messages: Sequence[bytes], *, timeout: float = 5) -> ProbeResult:
-    """Send each message once with grpcio (decoded with xds-protos) and count the answers."""
+def probe(
+    server: Server,
+    messages: Sequence[bytes],
+    *,
+    timeout: float = 5,
+    method: str = RLS_METHOD,
+) -> ProbeResult:
+    """Send each message once to `method` with grpcio (decoded with xds-protos) and count the
+    answers: RateLimitResponses by overall_code, or, for ext_authz Check, CheckResponses by
+    status.code (0 allowed, 8 RESOURCE_EXHAUSTED = over limit, anything else an error)."""
     errors: list[str] = []
     answered = over = 0
+    checks = method == CHECK_METHOD
 
     def decode(raw: bytes) -> Any:
+        if checks:
+            return external_auth_pb2.CheckResponse.FromString(raw)
         return rls_pb2.RateLimitResponse.FromString(raw)
 
     with grpc.insecure_channel(f"{server.host}:{server.port}") as channel:
         call: grpc.UnaryUnaryMultiCallable[bytes, Any] = channel.unary_unary(
-            RLS_METHOD,
+            method,
             request_serializer=None,  # the messages are already serialized
             response_deserializer=decode,
         )
@@ -330,6 +346,14 @@ def probe(server: Server, messages: Sequence[bytes], *, timeout: float = 5) -> P
                     errors.append(f"{exc.code().name}: {exc.details()}")
                 else:
                     errors.append(str(exc))
+                continue
+            if checks:
+                code = response.status.code
+                if code not in (CHECK_OK, CHECK_OVER_LIMIT):
+                    errors.append(f"CheckResponse status.code {code}: {response.status.message}")
+                    continue
+                answered += 1
+                over += code == CHECK_OVER_LIMIT
                 continue
             answered += 1
             over += response.overall_code == rls_pb2.RateLimitResponse.OVER_LIMIT

@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 
+from bench.scenarios import RLS_METHOD
 from bench.servers import ProbeResult, Server, probe
 
 SAMPLE_INTERVAL_S = 10.0
@@ -64,10 +65,15 @@ class Sampler:
     thread of its own, and at exit."""
 
     def __init__(
-        self, server: Server, messages: Sequence[bytes], progress: Callable[[str], None]
+        self,
+        server: Server,
+        messages: Sequence[bytes],
+        progress: Callable[[str], None],
+        method: str = RLS_METHOD,
     ) -> None:
         self.server = server
         self.messages = messages
+        self.method = method
         self.progress = progress
         self.samples: list[RssSample] = []
         self.probes: list[ProbeResult] = []
@@ -105,7 +111,7 @@ class Sampler:
 
     def _sample(self) -> None:
         sample = RssSample(time.monotonic() - self._began, self.server.resident_kib())
-        checked = probe(self.server, self.messages)
+        checked = probe(self.server, self.messages, method=self.method)
         self.samples.append(sample)
         self.probes.append(checked)
         self.progress(
