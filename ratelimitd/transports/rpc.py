@@ -4,7 +4,9 @@ Authorization/Check (ext_authz: ratelimitd.authz) and Health/Check."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 
 import structlog
 from google.protobuf.message import DecodeError
@@ -47,27 +49,11 @@ class Rpc:
     async def should_rate_limit(self, data: bytes, context: CallContext | None = None) -> bytes:
         """A serialized RateLimitResponse for a serialized RateLimitRequest; `context` is what
         the call's metadata says of its origin."""
-        if not self._readiness.serving:
-            raise GrpcError(UNAVAILABLE, "not serving")
-        if context is not None:
-            tracing.bind(context)
-        span = TRACER.start(context) if TRACER.enabled else None
-        call = metrics.Call()
-        try:
-            with metrics.counted(call):
-                plan = self._engine.plan_for(
-                    data, lambda: rls_codec.decode(rls_pb2.RateLimitRequest.FromString(data))
-                )
-                decision = await call.decide(self._engine, plan)
-        except DecodeError as exc:
-            raise GrpcError(INVALID_ARGUMENT, f"malformed RateLimitRequest: {exc}") from exc
-        except InvalidRequestError as exc:
-            raise GrpcError(INVALID_ARGUMENT, str(exc)) from exc
-        except StoreUnavailableError as exc:
-            raise GrpcError(UNAVAILABLE, str(exc)) from exc
-        finally:
-            if span is not None:
-                TRACER.end(span, call.domain, call.code, call.store_s)
+        with self._call(context, "RateLimitRequest", tracing.RLS_SPAN_NAME) as call:
+            plan = self._engine.plan_for(
+                data, lambda: rls_codec.decode(rls_pb2.RateLimitRequest.FromString(data))
+            )
+            decision = await call.decide(self._engine, plan)
         if log.is_enabled_for(logging.DEBUG):
             log.debug("decision", domain=call.domain, code=call.code, statuses=describe(decision))
         return rls_wire.encode_response(decision)
@@ -75,25 +61,11 @@ class Rpc:
     async def check(self, data: bytes, context: CallContext | None = None) -> bytes:
         """A serialized CheckResponse for a serialized CheckRequest (Envoy's ext_authz): the
         request's descriptors extracted as its domain's config says, then decided."""
-        if not self._readiness.serving:
-            raise GrpcError(UNAVAILABLE, "not serving")
-        if context is not None:
-            tracing.bind(context)
-        span = TRACER.start(context, tracing.AUTHZ_SPAN_NAME) if TRACER.enabled else None
-        call = metrics.Call()
-        try:
-            with metrics.counted(call):
-                attributes = authz_codec.decode(external_auth_pb2.CheckRequest.FromString(data))
-                answer = await authz.authorize(
-                    self._engine, attributes, self._authz_default_domain, call
-                )
-        except DecodeError as exc:
-            raise GrpcError(INVALID_ARGUMENT, f"malformed CheckRequest: {exc}") from exc
-        except InvalidRequestError as exc:
-            raise GrpcError(INVALID_ARGUMENT, str(exc)) from exc
-        finally:
-            if span is not None:
-                TRACER.end(span, call.domain, call.code, call.store_s)
+        with self._call(context, "CheckRequest", tracing.AUTHZ_SPAN_NAME) as call:
+            attributes = authz_codec.decode(external_auth_pb2.CheckRequest.FromString(data))
+            answer = await authz.authorize(
+                self._engine, attributes, self._authz_default_domain, call
+            )
         if log.is_enabled_for(logging.DEBUG):
             log.debug(
                 "authz_decision",
@@ -103,6 +75,31 @@ class Rpc:
                 path=attributes.path,
             )
         return authz_wire.encode_check_response(answer)
+
+    @contextlib.contextmanager
+    def _call(
+        self, context: CallContext | None, message: str, span_name: str
+    ) -> Iterator[metrics.Call]:
+        """One decision call, whichever RPC: refused while not serving, its origin bound to
+        the logs, traced, counted, and its failures turned into gRPC errors."""
+        if not self._readiness.serving:
+            raise GrpcError(UNAVAILABLE, "not serving")
+        if context is not None:
+            tracing.bind(context)
+        span = TRACER.start(context, span_name) if TRACER.enabled else None
+        call = metrics.Call()
+        try:
+            with metrics.counted(call):
+                yield call
+        except DecodeError as exc:
+            raise GrpcError(INVALID_ARGUMENT, f"malformed {message}: {exc}") from exc
+        except InvalidRequestError as exc:
+            raise GrpcError(INVALID_ARGUMENT, str(exc)) from exc
+        except StoreUnavailableError as exc:
+            raise GrpcError(UNAVAILABLE, str(exc)) from exc
+        finally:
+            if span is not None:
+                TRACER.end(span, call.domain, call.code, call.store_s)
 
     async def health_check(self, data: bytes) -> bytes:
         """A serialized HealthCheckResponse: SERVING while ready, NOT_SERVING otherwise."""
