@@ -15,7 +15,7 @@ import structlog
 
 from ratelimitd import headers, keys, problem
 from ratelimitd.algorithms import ALGORITHMS, Hit, Outcome
-from ratelimitd.config.model import Config, Domain, FailureMode, Limit, Rule
+from ratelimitd.config.model import Config, Domain, FailureMode, Limit, Rule, key_path
 from ratelimitd.headers import HeaderMode
 from ratelimitd.matcher import Match, match
 from ratelimitd.messages import (
@@ -46,12 +46,6 @@ DEFAULT_NEAR_LIMIT_RATIO = 0.8
 FAILURE_RETRY_US = 1_000_000
 # At most one store-failure log line per this many seconds; the rest are counted.
 _FAILURE_LOG_INTERVAL_S = 1.0
-
-
-def values(entries: tuple[tuple[str, str], ...]) -> str:
-    """A descriptor's entries as `key_value.key_value` (a key alone when its value is empty),
-    as the reference names per-value stats."""
-    return ".".join(f"{key}_{value}" if value else key for key, value in entries)
 
 
 class Plan(NamedTuple):
@@ -202,7 +196,7 @@ class Engine:
             hits.append(Hit(key, rule.limit, cost, rule.shadow_mode))
             hit_at.append((i, rule.limit, rule))
         details = tuple(
-            values(d.entries) if m is not None and m.rule.detailed_metric else None
+            key_path(d.entries) if m is not None and m.rule.detailed_metric else None
             for d, m in zip(request.descriptors, matched, strict=True)
         )
         return Plan(domain.name, tuple(statuses), tuple(hits), tuple(hit_at), details)
@@ -215,7 +209,7 @@ class Engine:
         if override is None:
             return match(domain.root, descriptor.entries)
         # Envoy's per-descriptor override replaces config matching (for a known domain).
-        path = values(descriptor.entries)
+        path = key_path(descriptor.entries)
         per_unit = override.requests_per_unit
         limit = Limit(domain.defaults.algorithm, per_unit, override.unit, per_unit)
         rule = Rule(

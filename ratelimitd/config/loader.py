@@ -40,6 +40,7 @@ from ratelimitd.config.model import (
     Source,
     Unit,
     Wildcard,
+    key_path,
 )
 
 CONFIG_SUFFIXES = (".yaml", ".yml")
@@ -712,8 +713,7 @@ class _FileParser:
             return None
         value_node = fields.get("value")
         value = (self._string(value_node, "value") if value_node is not None else "") or None
-        segment = key if value is None else f"{key}_{value}"
-        full_key = f"{path}.{segment}"
+        full_key = f"{path}.{key_path([(key, value)])}"
         shadow = self._flag(fields, "shadow_mode")
         detailed_metric = self._flag(fields, "detailed_metric")
         detailed = self._flag(fields, "value_to_metric") or detailed_metric

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 
@@ -41,6 +41,12 @@ class FailureMode(enum.Enum):
     ALLOW = "allow"
     DENY = "deny"
     UNAVAILABLE = "unavailable"  # no answer: gRPC UNAVAILABLE, Envoy's failure_mode_deny decides
+
+
+def key_path(entries: Iterable[tuple[str, str | None]]) -> str:
+    """Descriptor entries as the reference names them in full keys and per-value stats:
+    `key_value.key_value`, a key alone where the value is empty."""
+    return ".".join(f"{key}_{value}" if value else key for key, value in entries)
 
 
 @dataclass(frozen=True, slots=True)
