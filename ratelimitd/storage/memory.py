@@ -64,25 +64,23 @@ class MemoryStore:
         for _ in range(_SWEEP_PER_CALL):
             if not self._expiry or self._expiry[0][0] > now:
                 return
-            _, key = heapq.heappop(self._expiry)
-            entry = self._states.get(key)
-            if entry is None:
-                continue
-            if entry[1] <= now:
-                del self._states[key]
-            else:
-                heapq.heappush(self._expiry, (entry[1], key))
+            self._drop_first()
 
     def _evict(self) -> None:
         while len(self._states) > self._max_keys:
-            due, key = heapq.heappop(self._expiry)
-            entry = self._states.get(key)
-            if entry is None:
-                continue
-            if entry[1] > due:  # written since it was queued: queue it at its real expiry
-                heapq.heappush(self._expiry, (entry[1], key))
-            else:
-                del self._states[key]
+            self._drop_first()
+
+    def _drop_first(self) -> None:
+        """Drop the counter queued to expire first; one written since it was queued is queued
+        again at its real expiry instead."""
+        due, key = heapq.heappop(self._expiry)
+        entry = self._states.get(key)
+        if entry is None:
+            return
+        if entry[1] > due:
+            heapq.heappush(self._expiry, (entry[1], key))
+        else:
+            del self._states[key]
 
     async def ping(self) -> bool:
         """Always reachable."""
