@@ -53,13 +53,16 @@ class Plan(NamedTuple):
     unlimited, replaced), and the hits to evaluate with the status index each fills.
 
     `domain` is the request's domain if the config has it; `details` holds, per descriptor,
-    its values as `key_value.key_value` when its rule asks for per-value metrics."""
+    its values as `key_value.key_value` when its rule asks for per-value metrics;
+    `charges_overdraft` says whether a hit charges a limit with overdraft (such a request
+    must reach the store, whatever the local over-limit cache knows)."""
 
     domain: str | None
     statuses: tuple[Status, ...]
     hits: tuple[Hit, ...]
     hit_at: tuple[tuple[int, Limit, Rule], ...]
     details: tuple[str | None, ...]
+    charges_overdraft: bool = False
 
 
 class Engine:
@@ -138,7 +141,8 @@ class Engine:
         statuses = list(plan.statuses)
         hits, hit_at = plan.hits, plan.hit_at
         store_s = 0.0
-        if hits and not self._answer_from_cache(statuses, hits, hit_at):
+        # An overdraft charge must reach the store, whatever the other limits answer.
+        if hits and (plan.charges_overdraft or not self._answer_from_cache(statuses, hits, hit_at)):
             started = time.perf_counter()
             outcomes = await self._evaluate(hits)
             store_s = time.perf_counter() - started
@@ -199,7 +203,8 @@ class Engine:
             key_path(d.entries) if m is not None and m.rule.detailed_metric else None
             for d, m in zip(request.descriptors, matched, strict=True)
         )
-        return Plan(domain.name, tuple(statuses), tuple(hits), tuple(hit_at), details)
+        charges = any(hit.limit.overdraft and hit.cost for hit in hits)
+        return Plan(domain.name, tuple(statuses), tuple(hits), tuple(hit_at), details, charges)
 
     @staticmethod
     def rule_for(domain: Domain, descriptor: Descriptor) -> Match | None:
@@ -234,8 +239,7 @@ class Engine:
         is not needed; their statuses are OK without a measured remaining.
         """
         cache = self._cache
-        # An overdraft charge must reach the store, whatever the other limits answer.
-        if cache is None or any(hit.limit.overdraft and hit.cost for hit in hits):
+        if cache is None:
             return False
         now = cache.clock()
         # A check (cost 0) is rejected exactly when a cost of 1 would be.
