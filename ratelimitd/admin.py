@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from dataclasses import dataclass
 from http import HTTPStatus
 
@@ -16,6 +17,8 @@ from ratelimitd.engine import Engine
 from ratelimitd.messages import Code, InvalidRequestError, StoreUnavailableError
 from ratelimitd.protos.envoy.service.ratelimit.v3 import rls_pb2
 from ratelimitd.transports import rls_codec, rls_wire
+from ratelimitd.transports.errors import error_status
+from ratelimitd.transports.grpc_status import NAMES
 from ratelimitd.transports.http import Response, Routes, text
 
 JSON = "application/json"
@@ -53,10 +56,12 @@ def rlconfig(config: Config) -> str:
     return "".join(describe(rule) + "\n" for rule in config.rules)
 
 
-def routes(engine: Engine, readiness: Readiness, *, admin: bool = True) -> Routes:
+def routes(
+    engine: Engine, readiness: Readiness, recorder: metrics.Recorder, *, admin: bool = True
+) -> Routes:
     """The route table served on --http-addr; without `admin` (the public gRPC port of the
     asgi transport), only /healthcheck and /json: the config (and /explain, which shows it)
-    stays on loopback."""
+    stays on loopback. `recorder` counts /json's decisions and serves /metrics."""
     table = Routes()
 
     async def healthcheck(_: bytes) -> Response:
@@ -75,16 +80,23 @@ def routes(engine: Engine, readiness: Readiness, *, admin: bool = True) -> Route
         return Response(HTTPStatus.OK, rlconfig(engine.config).encode())
 
     async def decide(body: bytes) -> Response:
+        started = time.perf_counter()
+        domain = None
         try:
-            with metrics.counted() as call:
-                message = json_format.Parse(body, rls_pb2.RateLimitRequest())
-                decision = await call.decide(engine, engine.plan(rls_codec.decode(message)))
-        except json_format.ParseError as exc:
-            return text(HTTPStatus.BAD_REQUEST, f"invalid RateLimitRequest JSON: {exc}")
-        except InvalidRequestError as exc:
-            return text(HTTPStatus.BAD_REQUEST, f"invalid request: {exc}")
-        except StoreUnavailableError as exc:
-            return text(HTTPStatus.SERVICE_UNAVAILABLE, str(exc))
+            message = json_format.Parse(body, rls_pb2.RateLimitRequest())
+            plan = engine.plan(rls_codec.decode(message))
+            domain = plan.domain
+            decision = await engine.decide(plan)
+        except BaseException as exc:
+            recorder.call(domain, NAMES[error_status(exc)], time.perf_counter() - started)
+            if isinstance(exc, json_format.ParseError):
+                return text(HTTPStatus.BAD_REQUEST, f"invalid RateLimitRequest JSON: {exc}")
+            if isinstance(exc, InvalidRequestError):
+                return text(HTTPStatus.BAD_REQUEST, f"invalid request: {exc}")
+            if isinstance(exc, StoreUnavailableError):
+                return text(HTTPStatus.SERVICE_UNAVAILABLE, str(exc))
+            raise
+        recorder.call(domain, decision.code.name, time.perf_counter() - started)
         status = HTTPStatus.TOO_MANY_REQUESTS if decision.code is Code.OVER_LIMIT else HTTPStatus.OK
         response = rls_pb2.RateLimitResponse.FromString(rls_wire.encode_response(decision))
         answer = json_format.MessageToJson(response, indent=None)
@@ -100,7 +112,7 @@ def routes(engine: Engine, readiness: Readiness, *, admin: bool = True) -> Route
         return Response(HTTPStatus.OK, json.dumps(explain.to_json(found)).encode() + b"\n", JSON)
 
     async def show_metrics(_: bytes) -> Response:
-        return Response(HTTPStatus.OK, metrics.exposition(), metrics.CONTENT_TYPE)
+        return Response(HTTPStatus.OK, recorder.exposition(), metrics.CONTENT_TYPE)
 
     table.add("GET", "/healthcheck", healthcheck)
     table.add("POST", "/json", decide)

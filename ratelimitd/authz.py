@@ -21,7 +21,7 @@ from __future__ import annotations
 import enum
 from typing import NamedTuple
 
-from ratelimitd import extract, metrics
+from ratelimitd import extract
 from ratelimitd.engine import Engine
 from ratelimitd.messages import Code, Decision, HttpAttributes, Request, StoreUnavailableError
 
@@ -54,6 +54,7 @@ class AuthzDecision(NamedTuple):
     headers: tuple[tuple[str, str], ...] = ()
     body: bytes = b""
     domain: str | None = None
+    store_s: float = 0.0  # time spent waiting for the store
 
     @property
     def grpc_code(self) -> int:
@@ -72,35 +73,26 @@ ALLOWED = AuthzDecision(Verdict.OK)
 def from_decision(decision: Decision, domain: str | None) -> AuthzDecision:
     """The Check answer of an engine decision."""
     verdict = Verdict.OK if decision.code is Code.OK else Verdict.OVER_LIMIT
-    return AuthzDecision(verdict, decision.response_headers, decision.body, domain)
+    return AuthzDecision(
+        verdict, decision.response_headers, decision.body, domain, decision.store_s
+    )
 
 
 async def authorize(
-    engine: Engine,
-    attributes: HttpAttributes,
-    default_domain: str | None = None,
-    call: metrics.Call | None = None,
+    engine: Engine, attributes: HttpAttributes, default_domain: str | None = None
 ) -> AuthzDecision:
-    """Decide an HTTP request; with `call`, its decision is counted as ShouldRateLimit's are.
-
-    Raises InvalidRequestError when the extracted descriptors are not a valid request.
-    """
-    if call is not None:
-        call.code = Verdict.OK.value
+    """Decide an HTTP request. Raises InvalidRequestError when the extracted descriptors are
+    not a valid request."""
     name = attributes.context_extensions.get(DOMAIN_EXTENSION) or default_domain
     domain = engine.config.domains.get(name) if name else None
     if domain is None:
         return ALLOWED
-    if call is not None:
-        call.domain = domain.name
     found = extract.descriptors(domain, attributes)
     if not found:
         return AuthzDecision(Verdict.OK, domain=domain.name)
     plan = engine.cached_plan(Request(domain.name, found))
     try:
-        decision = await (engine.decide(plan) if call is None else call.decide(engine, plan))
+        decision = await engine.decide(plan)
     except StoreUnavailableError:
-        if call is not None:
-            call.code = Verdict.UNAVAILABLE.value
         return AuthzDecision(Verdict.UNAVAILABLE, domain=domain.name)
     return from_decision(decision, domain.name)

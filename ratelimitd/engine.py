@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from typing import NamedTuple
 
 import structlog
 
 from ratelimitd import headers, keys, problem
 from ratelimitd.algorithms import ALGORITHMS, Hit, Outcome
 from ratelimitd.config.model import Config, Domain, FailureMode, Limit, Rule, key_path
-from ratelimitd.headers import HeaderMode
+from ratelimitd.headers import HeaderMode, HeaderPlan
 from ratelimitd.matcher import Match, match
 from ratelimitd.messages import (
     UNLIMITED_REMAINING,
@@ -28,7 +27,8 @@ from ratelimitd.messages import (
     Status,
     StoreUnavailableError,
 )
-from ratelimitd.overlimit_cache import OverLimitCache
+from ratelimitd.observer import NO_OBSERVER, Observer
+from ratelimitd.overlimit_cache import Cached, OverLimitCache
 from ratelimitd.problem import BodyMode
 from ratelimitd.storage.base import Store, StoreError
 from ratelimitd.validation import DEFAULT_REQUEST_LIMITS, RequestLimits, validate
@@ -48,25 +48,62 @@ FAILURE_RETRY_US = 1_000_000
 _FAILURE_LOG_INTERVAL_S = 1.0
 
 
-class Plan(NamedTuple):
-    """A request as the config sees it: statuses known without counters (no limit,
-    unlimited, replaced), and the hits to evaluate with the status index each fills.
+class Plan:
+    """A request as the config sees it, made once per distinct request and kept: statuses
+    known without counters (no limit, unlimited, replaced), the hits to evaluate with the
+    status index each fills, and what every decision of it shares (its headers' fixed parts,
+    each hit's near-limit threshold, the whole answer when nothing needs a counter).
 
     `domain` is the request's domain if the config has it; `details` holds, per descriptor,
     its values as `key_value.key_value` when its rule asks for per-value metrics;
     `charges_overdraft` says whether a hit charges a limit with overdraft (such a request
-    must reach the store, whatever the local over-limit cache knows)."""
+    must reach the store, whatever the local over-limit cache knows). `memo` is for the
+    layers around the engine to keep what they derive from the plan (encoded limits, store
+    arguments): it lives and dies with the plan.
+    """
 
-    domain: str | None
-    statuses: tuple[Status, ...]
-    hits: tuple[Hit, ...]
-    hit_at: tuple[tuple[int, Limit, Rule], ...]
-    details: tuple[str | None, ...]
-    charges_overdraft: bool = False
+    __slots__ = (
+        "charges_overdraft",
+        "details",
+        "domain",
+        "fixed",
+        "header_plan",
+        "hit_at",
+        "hits",
+        "memo",
+        "near_below",
+        "statuses",
+    )
+
+    def __init__(
+        self,
+        domain: str | None,
+        statuses: tuple[Status, ...],
+        hits: tuple[Hit, ...],
+        hit_at: tuple[tuple[int, Limit, Rule], ...],
+        details: tuple[str | None, ...],
+        header_plan: HeaderPlan,
+        near_fraction: float,
+    ) -> None:
+        self.domain = domain
+        self.statuses = statuses
+        self.hits = hits
+        self.hit_at = hit_at
+        self.details = details
+        self.header_plan = header_plan
+        # Admitted with fewer than this many left is near the limit.
+        self.near_below = tuple(near_fraction * limit.burst for _, limit, _ in hit_at)
+        self.charges_overdraft = any(hit.limit.overdraft and hit.cost for hit in hits)
+        # Without a counter to read, every decision of the plan is this one.
+        self.fixed = (
+            None if hits else Decision(Code.OK, statuses, header_plan.build(statuses, False))
+        )
+        self.memo: dict[str, object] = {}
 
 
 class Engine:
-    """Decides requests against the current config snapshot and a store."""
+    """Decides requests against the current config snapshot and a store; reports every
+    decision to `observer`."""
 
     def __init__(
         self,
@@ -80,6 +117,7 @@ class Engine:
         body_mode: BodyMode = BodyMode.NONE,
         over_limit_cache: OverLimitCache | None = None,
         request_limits: RequestLimits = DEFAULT_REQUEST_LIMITS,
+        observer: Observer = NO_OBSERVER,
     ) -> None:
         self._plans: dict[bytes | Request, Plan] = {}  # by serialized or built request
         self.config = config
@@ -90,8 +128,10 @@ class Engine:
         self._body_mode = body_mode
         self._cache = over_limit_cache
         self._request_limits = request_limits
+        self._observer = observer
         # A limit is near when fewer than this share of its capacity remains.
         self._near_fraction = 1.0 - near_limit_ratio
+        self._unmeasured = HeaderPlan((), header_mode)
         self._failure_log_at = 0.0
         self._failures_unlogged = 0
 
@@ -109,14 +149,14 @@ class Engine:
         """Decide one request; raise InvalidRequestError for malformed input."""
         return await self.decide(self.plan(request))
 
-    def plan_for(self, data: bytes, request: Callable[[], Request]) -> Plan:
-        """The plan of the request serialized as `data`, built from `request()` the first
+    def plan_for(self, data: bytes, decode: Callable[[bytes], Request]) -> Plan:
+        """The plan of the request serialized as `data`, built from `decode(data)` the first
         time: a repeated request skips decoding as well as matching. Raises
-        InvalidRequestError for malformed input.
+        InvalidRequestError for malformed input (and whatever `decode` raises).
         """
         plan = self._plans.get(data)
         if plan is None:
-            plan = self.plan(request())
+            plan = self.plan(decode(data))
             # Large requests are rare and would make the cache's memory grow with their size.
             if len(data) <= PLAN_CACHE_MAX_REQUEST_BYTES:
                 self._remember(data, plan)
@@ -137,32 +177,38 @@ class Engine:
         self._plans[key] = plan
 
     async def decide(self, plan: Plan) -> Decision:
-        """Evaluate a request's plan against the store."""
-        statuses = list(plan.statuses)
-        hits, hit_at = plan.hits, plan.hit_at
-        store_s = 0.0
-        # An overdraft charge must reach the store, whatever the other limits answer.
-        if hits and (plan.charges_overdraft or not self._answer_from_cache(statuses, hits, hit_at)):
-            started = time.perf_counter()
-            outcomes = await self._evaluate(hits)
-            store_s = time.perf_counter() - started
-            self._apply_outcomes(statuses, hit_at, outcomes)
-        return self._conclude(statuses, store_s)
+        """Evaluate a request's plan against the store (or the local over-limit cache)."""
+        decision = plan.fixed
+        if decision is None:
+            # An overdraft charge must reach the store, whatever the other limits answer.
+            if self._cache is None or plan.charges_overdraft:
+                decision = await self._evaluate(plan)
+            else:
+                decision = self._answer_from_cache(plan) or await self._evaluate(plan)
+        self._observer.decided(decision, plan.details)
+        return decision
 
     def decision(self, plan: Plan, outcomes: Sequence[Outcome]) -> Decision:
         """The answer a plan gets when the store reports `outcomes` (one per hit), without
         asking the store or the over-limit cache: how explain shows what a request would get."""
-        statuses = list(plan.statuses)
-        self._apply_outcomes(statuses, plan.hit_at, outcomes)
-        return self._conclude(statuses, 0.0)
+        return plan.fixed or self._conclude_outcomes(plan, outcomes, 0.0)
 
-    def _conclude(self, statuses: list[Status], store_s: float) -> Decision:
-        """The decision, headers and body from the final statuses."""
+    def _conclude(
+        self,
+        plan: Plan,
+        statuses: list[Status],
+        over: bool,
+        store_s: float,
+        header_plan: HeaderPlan | None = None,
+    ) -> Decision:
+        """The decision, headers and body from the final statuses; `over` says whether one
+        of them is OVER_LIMIT; `header_plan` replaces the plan's own."""
         # Global shadow mode: statuses keep their verdicts, the answer is OK (as the reference).
-        over = not self._shadow_mode and any(s.code is Code.OVER_LIMIT for s in statuses)
-        fields = headers.build(statuses, over, self._header_mode)
+        if over and self._shadow_mode:
+            over = False
+        fields = (header_plan or plan.header_plan).build(statuses, over)
         if not over:
-            return Decision(Code.OK, tuple(statuses), fields, store_s=store_s)
+            return Decision(Code.OK, tuple(statuses), fields, b"", store_s)
         body = b""
         if self._body_mode is not BodyMode.NONE:
             fields += (("Content-Type", problem.CONTENT_TYPE),)
@@ -175,7 +221,15 @@ class Engine:
         validate(request, self._request_limits)
         domain = self._config.domains.get(request.domain)
         if domain is None:
-            return Plan(None, (OK_STATUS,) * len(request.descriptors), (), (), ())
+            return Plan(
+                None,
+                (OK_STATUS,) * len(request.descriptors),
+                (),
+                (),
+                (),
+                HeaderPlan((), self._header_mode),
+                self._near_fraction,
+            )
         matched = [self.rule_for(domain, d) for d in request.descriptors]
         replaced = set().union(*(m.rule.replaces for m in matched if m is not None))
         statuses: list[Status] = [OK_STATUS] * len(matched)
@@ -203,8 +257,16 @@ class Engine:
             key_path(d.entries) if m is not None and m.rule.detailed_metric else None
             for d, m in zip(request.descriptors, matched, strict=True)
         )
-        charges = any(hit.limit.overdraft and hit.cost for hit in hits)
-        return Plan(domain.name, tuple(statuses), tuple(hits), tuple(hit_at), details, charges)
+        measured = HeaderPlan([(i, rule) for i, _, rule in hit_at], self._header_mode)
+        return Plan(
+            domain.name,
+            tuple(statuses),
+            tuple(hits),
+            tuple(hit_at),
+            details,
+            measured,
+            self._near_fraction,
+        )
 
     @staticmethod
     def rule_for(domain: Domain, descriptor: Descriptor) -> Match | None:
@@ -230,44 +292,54 @@ class Engine:
         )
         return Match(rule, None)
 
-    def _answer_from_cache(
-        self, statuses: list[Status], hits: Sequence[Hit], hit_at: Sequence[tuple[int, Limit, Rule]]
-    ) -> bool:
-        """Reject the request locally if one of its limits is known to be over; True if so.
+    def _answer_from_cache(self, plan: Plan) -> Decision | None:
+        """The request rejected locally if one of its limits is known to be over, else None.
 
         Nothing would be consumed from the other limits of a rejected request, so the store
         is not needed; their statuses are OK without a measured remaining.
         """
         cache = self._cache
-        if cache is None:
-            return False
+        assert cache is not None
         now = cache.clock()
-        # A check (cost 0) is rejected exactly when a cost of 1 would be.
-        found = [
-            None if hit.shadow else cache.lookup(hit.key, max(hit.cost, 1), now) for hit in hits
-        ]
-        if not any(found):
-            return False
-        for (i, _, rule), cached in zip(hit_at, found, strict=True):
+        found: list[Cached | None] | None = None
+        for n, hit in enumerate(plan.hits):
+            # A check (cost 0) is rejected exactly when a cost of 1 would be.
+            cached = None if hit.shadow else cache.lookup(hit.key, hit.cost or 1, now)
+            if cached is not None:
+                if found is None:
+                    found = [None] * len(plan.hits)
+                found[n] = cached
+        if found is None:
+            return None
+        statuses = list(plan.statuses)
+        for (i, _, rule), cached in zip(plan.hit_at, found, strict=True):
             if cached is None:
                 statuses[i] = Status(Code.OK, rule, 0)
             else:
                 statuses[i] = Status(
                     Code.OVER_LIMIT, rule, cached.remaining, cached.reset_us, Result.LOCAL_CACHE_HIT
                 )
-        return True
+        return self._conclude(plan, statuses, True, 0.0)
 
-    async def _evaluate(self, hits: Sequence[Hit]) -> list[Outcome] | None:
-        """The store's outcomes, or None when it failed (failure modes then decide)."""
-        sent_at = self._cache.clock() if self._cache is not None else 0
+    async def _evaluate(self, plan: Plan) -> Decision:
+        """The decision on the store's outcomes, or by the rules' failure modes when it
+        failed."""
+        hits = plan.hits
+        cache = self._cache
+        sent_at = cache.clock() if cache is not None else 0
+        started = time.perf_counter()
         try:
             outcomes = await self.store.apply(hits)
         except StoreError as exc:
             self._log_failure(exc)
-            return None
-        if self._cache is not None:
-            self._remember_rejections(hits, outcomes, sent_at)
-        return outcomes
+            return self._fail(plan, time.perf_counter() - started)
+        store_s = time.perf_counter() - started
+        if cache is not None:
+            for outcome in outcomes:
+                if not outcome[0]:
+                    self._remember_rejections(hits, outcomes, sent_at)
+                    break
+        return self._conclude_outcomes(plan, outcomes, store_s)
 
     def _remember_rejections(
         self, hits: Sequence[Hit], outcomes: Sequence[Outcome], sent_at: int
@@ -282,37 +354,46 @@ class Engine:
             cost = 1 if hit.limit.overdraft else max(hit.cost, 1)
             self._cache.record(hit.key, cost, outcome.remaining, outcome.reset_us, sent_at)
 
-    def _apply_outcomes(
-        self,
-        statuses: list[Status],
-        hit_at: Sequence[tuple[int, Limit, Rule]],
-        outcomes: Sequence[Outcome] | None,
-    ) -> None:
-        if outcomes is None and any(
-            rule.failure_mode is FailureMode.UNAVAILABLE for _, _, rule in hit_at
+    def _conclude_outcomes(
+        self, plan: Plan, outcomes: Sequence[Outcome], store_s: float
+    ) -> Decision:
+        """The decision on one outcome per hit of `plan`."""
+        statuses = list(plan.statuses)
+        over = False
+        for (i, _, rule), (admitted, remaining, reset_us), near_below in zip(
+            plan.hit_at, outcomes, plan.near_below, strict=True
         ):
-            raise StoreUnavailableError("the store is unavailable")
-        for n, (i, limit, rule) in enumerate(hit_at):
-            if outcomes is None:
-                if rule.failure_mode is FailureMode.DENY:
-                    statuses[i] = Status(
-                        Code.OVER_LIMIT, rule, 0, FAILURE_RETRY_US, Result.FAILURE_DENIED
-                    )
-                else:
-                    statuses[i] = Status(Code.OK, rule, 0, None, Result.FAILURE_ALLOWED)
-                continue
-            outcome = outcomes[n]
-            remaining = min(outcome.remaining, UNLIMITED_REMAINING)
-            if not outcome.admitted:
+            if remaining > UNLIMITED_REMAINING:
+                remaining = UNLIMITED_REMAINING
+            if admitted:
+                result = Result.NEAR_LIMIT if remaining < near_below else Result.WITHIN_LIMIT
+                statuses[i] = Status(Code.OK, rule, remaining, reset_us, result)
+            elif rule.shadow_mode:
                 # A shadow rule reports what it would have done but never rejects.
-                code = Code.OK if rule.shadow_mode else Code.OVER_LIMIT
-                shadowed = rule.shadow_mode or self._shadow_mode
-                result = Result.SHADOW_OVER_LIMIT if shadowed else Result.OVER_LIMIT
-                statuses[i] = Status(code, rule, remaining, outcome.reset_us, result)
+                statuses[i] = Status(Code.OK, rule, remaining, reset_us, Result.SHADOW_OVER_LIMIT)
             else:
-                near = remaining < self._near_fraction * limit.burst
-                result = Result.NEAR_LIMIT if near else Result.WITHIN_LIMIT
-                statuses[i] = Status(Code.OK, rule, remaining, outcome.reset_us, result)
+                over = True
+                result = Result.SHADOW_OVER_LIMIT if self._shadow_mode else Result.OVER_LIMIT
+                statuses[i] = Status(Code.OVER_LIMIT, rule, remaining, reset_us, result)
+        return self._conclude(plan, statuses, over, store_s)
+
+    def _fail(self, plan: Plan, store_s: float) -> Decision:
+        """The decision when the store failed: each rule's failure mode, or
+        StoreUnavailableError when one leaves it to Envoy."""
+        if any(rule.failure_mode is FailureMode.UNAVAILABLE for _, _, rule in plan.hit_at):
+            raise StoreUnavailableError("the store is unavailable")
+        statuses = list(plan.statuses)
+        over = False
+        for i, _, rule in plan.hit_at:
+            if rule.failure_mode is FailureMode.DENY:
+                over = True
+                statuses[i] = Status(
+                    Code.OVER_LIMIT, rule, 0, FAILURE_RETRY_US, Result.FAILURE_DENIED
+                )
+            else:
+                statuses[i] = Status(Code.OK, rule, 0, None, Result.FAILURE_ALLOWED)
+        # No counter was read: rate limit headers would state numbers nobody measured.
+        return self._conclude(plan, statuses, over, store_s, self._unmeasured)
 
     def _log_failure(self, exc: StoreError) -> None:
         now = time.monotonic()

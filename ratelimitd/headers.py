@@ -13,10 +13,9 @@ from __future__ import annotations
 
 import enum
 import functools
-from collections.abc import Callable, Sequence
-from typing import NamedTuple
+from collections.abc import Sequence
 
-from ratelimitd.config.model import Limit
+from ratelimitd.config.model import Limit, Rule
 from ratelimitd.messages import Code, Status
 
 US_PER_S = 1_000_000
@@ -31,15 +30,6 @@ class HeaderMode(enum.Enum):
     IETF = "ietf"
     LEGACY = "legacy"
     NONE = "none"
-
-
-class Measured(NamedTuple):
-    """A status with a limit, the limit, a display name and whole seconds to reset."""
-
-    status: Status
-    limit: Limit
-    name: str
-    reset_s: int
 
 
 def whole_seconds(us: int) -> int:
@@ -79,74 +69,100 @@ def _quota_policy(limit: Limit, name: str | None) -> str:
     return policy
 
 
-def _xratelimit(measured: Sequence[Measured]) -> Headers:
-    # Envoy's choice: the fewest remaining, the first on ties; every limit's policy listed.
-    tightest = min(measured, key=lambda m: m.status.remaining)
-    policies = "".join(
-        _quota_policy(m.limit, m.status.rule.name if m.status.rule else None) for m in measured
-    )
-    # With a burst, the first value is the capacity, so remaining never exceeds it.
-    return [
-        ("X-RateLimit-Limit", f"{tightest.limit.burst}{policies}"),
-        ("X-RateLimit-Remaining", str(tightest.status.remaining)),
-        ("X-RateLimit-Reset", str(tightest.reset_s)),
-    ]
+_XRATELIMIT_NAMES = ("X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset")
+_LEGACY_NAMES = ("RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset")
 
 
-def _ietf(measured: Sequence[Measured]) -> Headers:
-    # One item per distinct limit; for a limit matched twice, its tighter status.
-    by_name: dict[str, Measured] = {}
-    for m in measured:
-        seen = by_name.get(m.name)
-        if seen is None or m.status.remaining < seen.status.remaining:
-            by_name[m.name] = m
-    policy = ", ".join(
-        f"{sf_string(name)};q={m.limit.burst};w={m.limit.unit.seconds}"
-        for name, m in by_name.items()
-    )
-    remaining = ", ".join(
-        f"{sf_string(name)};r={m.status.remaining};t={m.reset_s}" for name, m in by_name.items()
-    )
-    return [("RateLimit-Policy", policy), ("RateLimit", remaining)]
+def display_name(rule: Rule) -> str:
+    """How headers name a rule's limit: its `name`, else its full key."""
+    return rule.name or rule.full_key
 
 
-def _legacy(measured: Sequence[Measured]) -> Headers:
-    # The reference's choice: an exceeded limit first, then the fewest remaining.
-    tightest = min(
-        measured, key=lambda m: (m.status.code is not Code.OVER_LIMIT, m.status.remaining)
-    )
-    return [
-        ("RateLimit-Limit", str(tightest.limit.requests_per_unit)),
-        ("RateLimit-Remaining", str(tightest.status.remaining)),
-        ("RateLimit-Reset", str(tightest.reset_s)),
-    ]
+class HeaderPlan:
+    """The headers of one plan's decisions: everything that does not depend on the counters
+    (limits, policies, names) is computed once, when the plan is made; `build` writes in the
+    numbers of one decision.
 
+    `measured` are the statuses that report a current_limit, as (index in the request, rule):
+    Envoy's own header builder sees exactly those (one not evaluated, say because the request
+    was rejected locally, counts with its remaining, 0).
+    """
 
-_STYLES: dict[HeaderMode, Callable[[Sequence[Measured]], Headers]] = {
-    HeaderMode.XRATELIMIT: _xratelimit,
-    HeaderMode.IETF: _ietf,
-    HeaderMode.LEGACY: _legacy,
-}
+    __slots__ = ("_at", "_ietf_policy", "_limit_values", "_mode", "_names", "_quoted")
 
-
-def build(
-    statuses: Sequence[Status], over_limit: bool, mode: HeaderMode
-) -> tuple[tuple[str, str], ...]:
-    """Headers for a decision; `over_limit` is the answer (Retry-After only then)."""
-    headers: Headers = []
-    if over_limit:
-        headers.append(("Retry-After", str(retry_after_s(statuses))))
-    style = _STYLES.get(mode)
-    if style is not None:
-        # Every status that reports a current_limit, as Envoy's own header builder sees them
-        # (one not evaluated, say because the request was rejected locally, counts as 0 left).
-        measured = [
-            Measured(
-                s, s.rule.limit, s.rule.name or s.rule.full_key, whole_seconds(s.reset_us or 0)
+    def __init__(self, measured: Sequence[tuple[int, Rule]], mode: HeaderMode) -> None:
+        self._mode = mode
+        self._at = tuple(i for i, _ in measured)
+        limits = [rule.limit for _, rule in measured if rule.limit is not None]
+        assert len(limits) == len(measured), "measured statuses have limits"
+        self._names = tuple(display_name(rule) for _, rule in measured)
+        if mode is HeaderMode.XRATELIMIT:
+            # With a burst, the first value is the capacity, so remaining never exceeds it.
+            policies = "".join(
+                _quota_policy(limit, rule.name)
+                for limit, (_, rule) in zip(limits, measured, strict=True)
             )
-            for s in statuses
-            if s.rule is not None and s.rule.limit is not None
-        ]
-        if measured:
-            headers += style(measured)
-    return tuple(headers)
+            self._limit_values = tuple(f"{limit.burst}{policies}" for limit in limits)
+        elif mode is HeaderMode.LEGACY:
+            self._limit_values = tuple(str(limit.requests_per_unit) for limit in limits)
+        else:
+            self._limit_values = ()
+        self._quoted = tuple(sf_string(name) for name in self._names)
+        self._ietf_policy = tuple(
+            f"{quoted};q={limit.burst};w={limit.unit.seconds}"
+            for quoted, limit in zip(self._quoted, limits, strict=True)
+        )
+
+    def build(self, statuses: Sequence[Status], over_limit: bool) -> tuple[tuple[str, str], ...]:
+        """The headers of a decision with these `statuses`; `over_limit` is the answer
+        (Retry-After only then)."""
+        at = self._at
+        mode = self._mode
+        headers: Headers = []
+        if over_limit:
+            headers.append(("Retry-After", str(retry_after_s(statuses))))
+        if not at or mode is HeaderMode.NONE:
+            return tuple(headers)
+        if mode is HeaderMode.IETF:
+            return (*headers, *self._ietf(statuses))
+        if mode is HeaderMode.XRATELIMIT:
+            # Envoy's choice: the fewest remaining, the first on ties.
+            best = 0
+            least = statuses[at[0]].remaining
+            for n in range(1, len(at)):
+                remaining = statuses[at[n]].remaining
+                if remaining < least:
+                    best, least = n, remaining
+            names = _XRATELIMIT_NAMES
+        else:
+            # The reference's choice: an exceeded limit first, then the fewest remaining.
+            best = min(
+                range(len(at)),
+                key=lambda n: (
+                    statuses[at[n]].code is not Code.OVER_LIMIT,
+                    statuses[at[n]].remaining,
+                ),
+            )
+            names = _LEGACY_NAMES
+        status = statuses[at[best]]
+        headers += (
+            (names[0], self._limit_values[best]),
+            (names[1], str(status.remaining)),
+            (names[2], str(whole_seconds(status.reset_us or 0))),
+        )
+        return tuple(headers)
+
+    def _ietf(self, statuses: Sequence[Status]) -> Headers:
+        # One item per distinct limit name; for a limit matched twice, its tighter status.
+        chosen: dict[str, int] = {}
+        for n, name in enumerate(self._names):
+            seen = chosen.get(name)
+            if seen is None or statuses[self._at[n]].remaining < statuses[self._at[seen]].remaining:
+                chosen[name] = n
+        policy = ", ".join(self._ietf_policy[n] for n in chosen.values())
+        remaining = ", ".join(
+            f"{self._quoted[n]};r={statuses[self._at[n]].remaining};"
+            f"t={whole_seconds(statuses[self._at[n]].reset_us or 0)}"
+            for n in chosen.values()
+        )
+        return [("RateLimit-Policy", policy), ("RateLimit", remaining)]

@@ -7,6 +7,8 @@ import sys
 
 import structlog
 
+from ratelimitd import tracing
+
 
 def configure(level: str = "info", fmt: str = "json") -> None:
     """Set up structlog for the process."""
@@ -18,6 +20,7 @@ def configure(level: str = "info", fmt: str = "json") -> None:
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
+            tracing.add_call_context,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,

@@ -13,15 +13,12 @@ per-value series of `detailed_metric` rules stop at DETAILED_SERIES_CAP per proc
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import bisect
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from google.protobuf import json_format
-from google.protobuf.message import DecodeError
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     REGISTRY,
@@ -34,10 +31,7 @@ from prometheus_client import (
 from prometheus_client import multiprocess as _multiprocess
 
 from ratelimitd.config.model import Rule
-from ratelimitd.messages import Decision, InvalidRequestError, StoreUnavailableError
-
-if TYPE_CHECKING:  # the engine is only called here; storage imports this module
-    from ratelimitd.engine import Engine, Plan
+from ratelimitd.messages import Decision
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 CONTENT_TYPE = CONTENT_TYPE_LATEST
@@ -48,6 +42,8 @@ DETAILED_SERIES_CAP = 1000
 _DETAIL_CHARS = 256  # of a detailed series' descriptor label
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+_LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 
 REQUESTS = Counter(
     "ratelimitd_requests",
@@ -81,7 +77,7 @@ STORE_ERRORS = Counter(
 BATCH_SIZE = Histogram(
     "ratelimitd_store_batch_requests",
     "Requests in one batch sent to Redis.",
-    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+    buckets=_BATCH_BUCKETS,
 )
 CIRCUIT_STATE = Gauge(
     "ratelimitd_store_circuit_state",
@@ -110,103 +106,168 @@ CONFIG_RULES = Gauge(
     "ratelimitd_config_rules", "Rules in each worker's config.", multiprocess_mode="liveall"
 )
 
+LOOP_LAG = Histogram(
+    "ratelimitd_event_loop_lag_seconds",
+    "How late the event loop ran a timer that was due: time the loop spent on other work "
+    "(or without a CPU). Store timeouts do not count such time against the store.",
+    buckets=_LAG_BUCKETS,
+)
+
 for _result in ("success", "failure"):
     CONFIG_RELOADS.labels(_result)  # both series exist from the start, at 0
 
 _CIRCUIT_VALUES = {"closed": 0, "open": 1, "half_open": 2}
+# How often a worker publishes what it counted, besides on every scrape it answers itself.
+PUBLISH_INTERVAL_S = 1.0
 
 
-class DecisionRecorder:
-    """Counts requests and decisions. Label children are kept per (domain, rule, result):
-    looking one up costs a dict access instead of prometheus-client's label handling."""
+class Buckets:
+    """A histogram in plain numbers: observation counts per bucket (the last is +Inf) and
+    their sum."""
+
+    __slots__ = ("bounds", "counts", "total")
+
+    def __init__(self, bounds: Sequence[float]) -> None:
+        self.bounds = tuple(bounds)
+        self.counts = [0] * (len(self.bounds) + 1)
+        self.total = 0.0
+
+    def observe(self, value: float) -> None:
+        """Count one observation."""
+        # Prometheus buckets are `le`: a value equal to a bound belongs to that bound's bucket.
+        self.counts[bisect.bisect_left(self.bounds, value)] += 1
+        self.total += value
+
+    def publish(self, histogram: Histogram) -> None:
+        """Add what was observed since the last publish to `histogram`, then start over."""
+        if not any(self.counts):
+            return
+        # prometheus-client has no public way to add many observations at once, and one
+        # observe() per request is the shared-memory write this class exists to avoid.
+        # tests/test_metrics.py checks that the exposition adds up.
+        for bucket, count in zip(histogram._buckets, self.counts, strict=True):
+            if count:
+                bucket.inc(count)
+        histogram._sum.inc(self.total)
+        self.counts = [0] * len(self.counts)
+        self.total = 0.0
+
+
+class Recorder:
+    """The Observer that feeds /metrics. The request path only adds to plain per-process
+    integers; `publish` moves them into prometheus-client's metrics (shared memory files
+    when workers share a PROMETHEUS_MULTIPROC_DIR) on every scrape this process answers and
+    once a second (`publish_periodically`), so no request pays for a shared-memory write.
+
+    Label values never come from what a client sends (see the module docstring).
+    """
 
     def __init__(self) -> None:
-        self._requests: dict[tuple[str, str], Counter] = {}
-        self._decisions: dict[tuple[str, str, str], Counter] = {}
-        self._detailed: set[tuple[str, str, str]] = set()
+        self._calls: dict[tuple[str, str], int] = {}
+        self._decisions: dict[tuple[str, str, str], int] = {}
+        self._detailed: dict[tuple[str, str, str, str], int] = {}
+        self._detailed_series: set[tuple[str, str, str]] = set()
+        self._store_errors: dict[str, int] = {}
+        self._call_seconds = Buckets(_LATENCY_BUCKETS)
+        self._store_seconds = Buckets(_LATENCY_BUCKETS)
+        self._batch_sizes = Buckets(_BATCH_BUCKETS)
+        self._loop_lag = Buckets(_LAG_BUCKETS)
 
-    def request(self, domain: str | None, code: str, seconds: float) -> None:
+    def call(self, domain: str | None, code: str, seconds: float) -> None:
         """One answered call: its configured domain (None if unknown), answer and duration."""
         label = (domain or UNKNOWN, code)
-        child = self._requests.get(label)
-        if child is None:
-            child = self._requests[label] = REQUESTS.labels(*label)
-        child.inc()
-        REQUEST_DURATION.observe(seconds)
+        calls = self._calls
+        calls[label] = calls.get(label, 0) + 1
+        self._call_seconds.observe(seconds)
 
-    def decision(self, decision: Decision, details: Sequence[str | None]) -> None:
+    def decided(self, decision: Decision, details: Sequence[str | None]) -> None:
         """Each limited status of `decision`; `details` are the descriptors' values where
         their rule wants per-value series (Plan.details)."""
+        decisions = self._decisions
         for i, status in enumerate(decision.statuses):
             rule, result = status.rule, status.result
             if rule is None or result is None:
                 continue
-            name = rule_label(rule)
-            label = (rule.domain, name, result.value)
-            child = self._decisions.get(label)
-            if child is None:
-                child = self._decisions[label] = DECISIONS.labels(*label)
-            child.inc()
+            label = (rule.domain, rule_label(rule), result.value)
+            decisions[label] = decisions.get(label, 0) + 1
             detail = details[i] if i < len(details) else None
             if detail is not None:
-                self._detail(rule.domain, name, detail[:_DETAIL_CHARS], result.value)
+                self._detail(label, detail[:_DETAIL_CHARS])
 
-    def _detail(self, domain: str, rule: str, values: str, result: str) -> None:
+    def _detail(self, label: tuple[str, str, str], values: str) -> None:
+        domain, rule, result = label
         series = (domain, rule, values)
-        if series not in self._detailed:
-            if len(self._detailed) >= DETAILED_SERIES_CAP:
+        if series not in self._detailed_series:
+            if len(self._detailed_series) >= DETAILED_SERIES_CAP:
                 values = OTHER
             else:
-                self._detailed.add(series)
-        DETAILED_DECISIONS.labels(domain, rule, values, result).inc()
+                self._detailed_series.add(series)
+        key = (domain, rule, values, result)
+        self._detailed[key] = self._detailed.get(key, 0) + 1
 
+    def store_call(self, seconds: float, requests: int, error: BaseException | None) -> None:
+        """One batch of `requests` requests sent to Redis, and its error if it failed."""
+        self._store_seconds.observe(seconds)
+        self._batch_sizes.observe(requests)
+        if error is not None:
+            name = type(error).__name__
+            self._store_errors[name] = self._store_errors.get(name, 0) + 1
 
-RECORDER = DecisionRecorder()
+    def loop_lag(self, seconds: float) -> None:
+        """The event loop ran a timer `seconds` late."""
+        self._loop_lag.observe(seconds)
 
+    @staticmethod
+    def circuit(state: str) -> None:
+        """The circuit breaker entered `state` (closed, open, half_open)."""
+        CIRCUIT_STATE.set(_CIRCUIT_VALUES[state])
+        CIRCUIT_TRANSITIONS.labels(state).inc()
 
-class Call:
-    """One ShouldRateLimit or Check call being counted (see `counted`)."""
+    @staticmethod
+    def config_loaded(digest: str, rules: int) -> None:
+        """A config is now in force."""
+        CONFIG_HASH.set(int(digest[:12], 16))
+        CONFIG_LOADED.set(time.time())
+        CONFIG_RULES.set(rules)
 
-    __slots__ = ("code", "domain", "store_s")
+    @staticmethod
+    def config_reload(success: bool) -> None:
+        """A reload was tried."""
+        CONFIG_RELOADS.labels("success" if success else "failure").inc()
 
-    def __init__(self) -> None:
-        self.domain: str | None = None
-        self.code = "INTERNAL"
-        self.store_s = 0.0
+    def publish(self) -> None:
+        """Add everything counted since the last publish to prometheus-client's metrics."""
+        for counts, counter in (
+            (self._calls, REQUESTS),
+            (self._decisions, DECISIONS),
+            (self._detailed, DETAILED_DECISIONS),
+        ):
+            for labels, count in counts.items():
+                counter.labels(*labels).inc(count)
+            counts.clear()
+        for name, count in self._store_errors.items():
+            STORE_ERRORS.labels(name).inc(count)
+        self._store_errors.clear()
+        self._call_seconds.publish(REQUEST_DURATION)
+        self._store_seconds.publish(STORE_CALL_DURATION)
+        self._batch_sizes.publish(BATCH_SIZE)
+        self._loop_lag.publish(LOOP_LAG)
 
-    async def decide(self, engine: Engine, plan: Plan) -> Decision:
-        """The engine's decision on `plan`, counted."""
-        self.domain = plan.domain
-        decision = await engine.decide(plan)
-        self.code, self.store_s = decision.code.name, decision.store_s
-        RECORDER.decision(decision, plan.details)
-        return decision
+    def exposition(self) -> bytes:
+        """/metrics: this process's counts published, then every worker's metrics."""
+        self.publish()
+        return exposition()
 
-
-# Exceptions that end a call, as the gRPC code it is answered with.
-_ERROR_CODES: tuple[tuple[type[BaseException], str], ...] = (
-    (InvalidRequestError, "INVALID_ARGUMENT"),
-    (DecodeError, "INVALID_ARGUMENT"),
-    (json_format.ParseError, "INVALID_ARGUMENT"),
-    (StoreUnavailableError, "UNAVAILABLE"),
-    # The client went away (a deadline, a cancelled stream) before the answer was ready.
-    (asyncio.CancelledError, "CANCELLED"),
-)
-
-
-@contextlib.contextmanager
-def counted(call: Call | None = None) -> Iterator[Call]:
-    """Count one call (`call`, or a new one) and its duration: its code is the decision's,
-    or the error's."""
-    call = call or Call()
-    started = time.perf_counter()
-    try:
-        yield call
-    except BaseException as exc:
-        call.code = next((code for kind, code in _ERROR_CODES if isinstance(exc, kind)), call.code)
-        raise
-    finally:
-        RECORDER.request(call.domain, call.code, time.perf_counter() - started)
+    async def publish_periodically(self, interval: float = PUBLISH_INTERVAL_S) -> None:
+        """Publish every `interval` seconds until cancelled, so that a scrape answered by
+        another worker sees this one's counts at most that late; publishes once more when
+        cancelled."""
+        try:
+            while True:
+                await asyncio.sleep(interval)
+                self.publish()
+        finally:
+            self.publish()
 
 
 def rule_label(rule: Rule) -> str:
@@ -214,32 +275,6 @@ def rule_label(rule: Rule) -> str:
     if rule.source is None:
         return OVERRIDE
     return rule.name or rule.full_key
-
-
-def store_call(seconds: float, requests: int, error: BaseException | None) -> None:
-    """One batch of `requests` requests sent to Redis, and its error if it failed."""
-    STORE_CALL_DURATION.observe(seconds)
-    BATCH_SIZE.observe(requests)
-    if error is not None:
-        STORE_ERRORS.labels(type(error).__name__).inc()
-
-
-def circuit(state: str) -> None:
-    """The circuit breaker entered `state` (closed, open, half_open)."""
-    CIRCUIT_STATE.set(_CIRCUIT_VALUES[state])
-    CIRCUIT_TRANSITIONS.labels(state).inc()
-
-
-def config_loaded(digest: str, rules: int, at: float | None = None) -> None:
-    """A config is now in force."""
-    CONFIG_HASH.set(int(digest[:12], 16))
-    CONFIG_LOADED.set(time.time() if at is None else at)
-    CONFIG_RULES.set(rules)
-
-
-def config_reload(success: bool) -> None:
-    """A reload was tried."""
-    CONFIG_RELOADS.labels("success" if success else "failure").inc()
 
 
 def exposition() -> bytes:

@@ -14,6 +14,7 @@ import structlog
 
 from ratelimitd import service, tracing
 from ratelimitd.config.model import Config
+from ratelimitd.metrics import Recorder
 from ratelimitd.settings import Settings, Transport, split_address
 from ratelimitd.storage import factory
 from ratelimitd.storage.base import Store
@@ -43,7 +44,8 @@ async def serve(settings: Settings) -> int:
         return 1
     try:
         # Built here so a bad URL stops the start once, not every worker over and over.
-        store = service.build_store(settings)
+        recorder = Recorder()
+        store = service.build_store(settings, recorder)
     except ValueError as exc:
         log.error("bad_redis_url", error=str(exc))
         return 1
@@ -58,29 +60,34 @@ async def serve(settings: Settings) -> int:
         starter = asgi_starter if settings.transport is Transport.ASGI else grpc_starter
         with tempfile.TemporaryDirectory(prefix="ratelimitd-") as scratch:
             return await supervise(starter(settings, Path(scratch)), workers)
-    return await serve_grpc(settings, config, store)
+    return await serve_grpc(settings, config, store, recorder)
 
 
-async def serve_grpc(settings: Settings, config: Config, store: Store) -> int:
+async def serve_grpc(settings: Settings, config: Config, store: Store, recorder: Recorder) -> int:
     """One process serving gRPC (grpc.aio) and the HTTP endpoints until SIGTERM/SIGINT,
     reloading the config when its files change or on SIGHUP."""
     TRACER.configure(settings.tracing)
-    running_service = service.build(settings, config, store)
+    running_service = service.build(settings, config, store, recorder)
     reloader = running_service.reloader
     asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reloader.request)
     async with contextlib.AsyncExitStack() as running:
         # Unwound in reverse: gRPC drains first, then HTTP stops, then the reloader and the
         # store.
         running.push_async_callback(store.close)
-        reloader.start()
-        running.push_async_callback(reloader.stop)
+        running_service.start()
+        running.push_async_callback(running_service.stop)
         try:
             http_host, http_port = split_address(settings.http_addr)
             http_server = HttpServer(running_service.routes, http_host, http_port)
             await http_server.start()
             running.push_async_callback(http_server.stop)
             grpc_transport = GrpcTransport(
-                Rpc(running_service.engine, running_service.readiness, settings.authz_domain),
+                Rpc(
+                    running_service.engine,
+                    running_service.readiness,
+                    settings.authz_domain,
+                    recorder,
+                ),
                 settings.grpc_addr,
                 settings.tls(),
                 settings.max_request_bytes,

@@ -3,8 +3,10 @@ endpoints and config reloader."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gc
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import structlog
 
@@ -14,6 +16,7 @@ from ratelimitd.config.loader import load_config
 from ratelimitd.config.model import Config, Defaults
 from ratelimitd.config.watch import ConfigReloader
 from ratelimitd.engine import Engine
+from ratelimitd.observer import NO_OBSERVER, watch_loop_lag
 from ratelimitd.overlimit_cache import OverLimitCache
 from ratelimitd.settings import Settings
 from ratelimitd.storage import factory
@@ -26,28 +29,53 @@ log = structlog.get_logger(__name__)
 
 @dataclass(slots=True)
 class Service:
-    """What a transport serves."""
+    """What a transport serves; `start` and `stop` run its background work (config reloads,
+    publishing metrics), like the transport's listeners."""
 
     engine: Engine
     readiness: admin.Readiness
     routes: Routes  # every endpoint, for --http-addr
     public_routes: Routes  # what the asgi transport's gRPC port serves besides gRPC
-    reloader: ConfigReloader  # started and stopped by the transport, like the listeners
+    reloader: ConfigReloader
+    recorder: metrics.Recorder
+    _tasks: list[asyncio.Future[None]] = field(default_factory=list, init=False)
+
+    def start(self) -> None:
+        """Start watching the config, the event loop's lag and publishing metrics, on the
+        running loop."""
+        self.reloader.start()
+        self._tasks = [
+            asyncio.ensure_future(watch_loop_lag(self.recorder)),
+            asyncio.ensure_future(self.recorder.publish_periodically()),
+        ]
+
+    async def stop(self) -> None:
+        """Stop the background work (publishing what was counted one last time)."""
+        await self.reloader.stop()
+        for task in self._tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
 
-def build_store(settings: Settings) -> Store:
+def build_store(settings: Settings, recorder: metrics.Recorder | None = None) -> Store:
     """The store --redis-url names (redis, rediss, redis+sentinel, redis+cluster), otherwise
     the in-memory store, behind a circuit breaker; ValueError, naming the problem, for a bad
-    URL."""
+    URL. `recorder` counts its batches and circuit changes."""
+    observer = recorder or NO_OBSERVER
     store = factory.build_store(
         settings.redis_url,
         timeout=settings.redis_timeout,
         memory_max_keys=settings.memory_max_keys,
+        observer=observer,
     )
     if settings.redis_url is None:
         return store  # the memory store cannot fail
     return CircuitBreaker(
-        store, threshold=settings.breaker_threshold, cooldown_s=settings.breaker_cooldown
+        store,
+        threshold=settings.breaker_threshold,
+        cooldown_s=settings.breaker_cooldown,
+        observer=observer,
     )
 
 
@@ -65,21 +93,21 @@ def load(settings: Settings) -> Config | None:
         return None
 
 
-def build(settings: Settings, config: Config, store: Store) -> Service:
+def build(settings: Settings, config: Config, store: Store, recorder: metrics.Recorder) -> Service:
     """The engine and endpoints for `config` on `store`, and the reloader that replaces the
-    engine's config when the files change."""
+    engine's config when the files change; everything counted by `recorder`."""
     # Only a shared store makes a round trip worth saving.
     cache = (
         OverLimitCache(settings.local_cache_size)
         if settings.redis_url and settings.local_cache_size
         else None
     )
-    engine = settings.engine(config, store, cache)
+    engine = settings.engine(config, store, cache, recorder)
     readiness = admin.Readiness()
 
     def apply(new: Config) -> None:
         engine.config = new
-        metrics.config_loaded(new.digest, len(new.rules))
+        recorder.config_loaded(new.digest, len(new.rules))
         # The config lives until the next reload and has no reference cycles (the one it
         # replaces is freed by reference counting): keep it out of every later collection,
         # whose full passes would otherwise walk it all (tens of ms for 100k tenants).
@@ -90,9 +118,15 @@ def build(settings: Settings, config: Config, store: Store) -> Service:
     return Service(
         engine,
         readiness,
-        admin.routes(engine, readiness),
-        admin.routes(engine, readiness, admin=False),
+        admin.routes(engine, readiness, recorder),
+        admin.routes(engine, readiness, recorder, admin=False),
         ConfigReloader(
-            settings.config, _defaults(settings), config, apply, settings.config_poll_interval
+            settings.config,
+            _defaults(settings),
+            config,
+            apply,
+            settings.config_poll_interval,
+            recorder,
         ),
+        recorder,
     )

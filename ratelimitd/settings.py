@@ -16,6 +16,7 @@ from ratelimitd.config.model import DEFAULT_ALGORITHM, Config, FailureMode
 from ratelimitd.engine import DEFAULT_NEAR_LIMIT_RATIO, Engine
 from ratelimitd.headers import HeaderMode
 from ratelimitd.keys import DEFAULT_PREFIX
+from ratelimitd.observer import NO_OBSERVER, Observer
 from ratelimitd.overlimit_cache import OverLimitCache
 from ratelimitd.problem import BodyMode
 from ratelimitd.storage.base import Store
@@ -97,9 +98,14 @@ class Settings:
         return (os.cpu_count() or 1) if self.redis_url else 1
 
     def engine(
-        self, config: Config, store: Store, over_limit_cache: OverLimitCache | None = None
+        self,
+        config: Config,
+        store: Store,
+        over_limit_cache: OverLimitCache | None = None,
+        observer: Observer = NO_OBSERVER,
     ) -> Engine:
-        """An engine deciding `config` on `store` as these settings say."""
+        """An engine deciding `config` on `store` as these settings say, reporting its
+        decisions to `observer`."""
         return Engine(
             config,
             store,
@@ -110,6 +116,7 @@ class Settings:
             near_limit_ratio=self.near_limit_ratio,
             over_limit_cache=over_limit_cache,
             request_limits=self.request_limits(),
+            observer=observer,
         )
 
     def request_limits(self) -> RequestLimits:

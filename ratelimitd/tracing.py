@@ -1,7 +1,7 @@
 """Request context for logs, and optional OpenTelemetry tracing.
 
 Every call's `x-request-id` and the trace id of its `traceparent` (W3C Trace Context) are
-bound to the call's log context, so any event logged while answering it carries them.
+part of every event logged while answering it (`bind` and the `add_call_context` processor).
 
 With `--tracing otlp` (or `console`, for debugging) and the `otel` extra installed, each
 ShouldRateLimit and Authorization/Check call is a span joined to the caller's trace, with its
@@ -14,9 +14,9 @@ from __future__ import annotations
 import enum
 import os
 import re
+from collections.abc import Mapping, MutableMapping, Sequence
+from contextvars import ContextVar
 from typing import Any, NamedTuple
-
-import structlog
 
 _TRACEPARENT = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}")
 RLS_SPAN_NAME = "envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit"
@@ -42,8 +42,12 @@ class CallContext(NamedTuple):
 # Metadata keys read, as both transports see them (lower case).
 METADATA_KEYS = ("x-request-id", "traceparent", "tracestate")
 
+# A call's metadata as a transport has it: (key, value) pairs, str (grpc) or bytes (asgi).
+Metadata = Sequence[tuple[str | bytes, str | bytes]]
+_CALL_METADATA: ContextVar[Metadata | None] = ContextVar("ratelimitd_call", default=None)
 
-def from_pairs(pairs: Any) -> CallContext | None:
+
+def from_pairs(pairs: Metadata) -> CallContext | None:
     """The context in (key, value) metadata pairs (str or bytes), None if there is none."""
     found: dict[str, str] = {}
     for key, value in pairs:
@@ -55,17 +59,23 @@ def from_pairs(pairs: Any) -> CallContext | None:
     return CallContext(found.get("x-request-id"), found.get("traceparent"), found.get("tracestate"))
 
 
-def bind(context: CallContext) -> None:
-    """Make the call's request id and trace id part of every log event it causes."""
-    fields: dict[str, str] = {}
-    if context.request_id:
-        fields["request_id"] = context.request_id[:128]
-    match = _TRACEPARENT.match(context.traceparent or "")
-    if match:
-        fields["trace_id"] = match.group(1)
-    structlog.contextvars.clear_contextvars()
-    if fields:
-        structlog.contextvars.bind_contextvars(**fields)
+def bind(metadata: Metadata | None) -> None:
+    """Make the call's metadata the log context of everything the current task logs: its
+    request id and trace id are read from it only if an event is logged (add_call_context),
+    so a call that logs nothing pays for one context variable."""
+    _CALL_METADATA.set(metadata)
+
+
+def add_call_context(_: object, __: str, event: MutableMapping[str, Any]) -> Mapping[str, Any]:
+    """structlog processor: the request id and trace id of the call being answered, if any."""
+    context = from_pairs(_CALL_METADATA.get() or ())
+    if context is not None:
+        if context.request_id:
+            event.setdefault("request_id", context.request_id[:128])
+        match = _TRACEPARENT.match(context.traceparent or "")
+        if match:
+            event.setdefault("trace_id", match.group(1))
+    return event
 
 
 class Tracer:
@@ -110,9 +120,10 @@ class Tracer:
         self._propagator = TraceContextTextMapPropagator()
         self._server_kind = SpanKind.SERVER
 
-    def start(self, context: CallContext | None, name: str = RLS_SPAN_NAME) -> Any:
+    def start(self, metadata: Metadata | None, name: str = RLS_SPAN_NAME) -> Any:
         """A started span for one call (`name`: its RPC), the child of the caller's span if
-        it sent one."""
+        its metadata names one."""
+        context = from_pairs(metadata or ())
         parent = None
         if context is not None and context.traceparent:
             carrier = {"traceparent": context.traceparent}

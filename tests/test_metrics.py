@@ -19,7 +19,16 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from ratelimitd import metrics
 from ratelimitd.config.model import FailureMode, Limit, Rule, Source, Unit
-from ratelimitd.messages import Code, Decision, Result, Status, StoreUnavailableError
+from ratelimitd.messages import (
+    Code,
+    Decision,
+    InvalidRequestError,
+    Result,
+    Status,
+    StoreUnavailableError,
+)
+from ratelimitd.transports.errors import error_status
+from ratelimitd.transports.grpc_status import NAMES, RESOURCE_EXHAUSTED, GrpcError
 from tests.conftest import Ratelimitd, RatelimitdFactory, RedisServer, wait_until
 
 CONFIG = """
@@ -144,6 +153,12 @@ def test_one_process_counts_exactly(ratelimitd: RatelimitdFactory, config: Path)
     assert_known_counts(samples)
     assert value(samples, "ratelimitd_config_rules") == 3
     assert value(samples, "ratelimitd_store_batch_requests_count") == 0  # in-memory: no Redis
+    # The event loop's lag is measured a few times a second, whatever the traffic.
+    wait_until(
+        lambda: value(scrape(server), "ratelimitd_event_loop_lag_seconds_count") >= 2,
+        10,
+        "the event loop's lag measured",
+    )
 
 
 @pytest.mark.parametrize("transport", ["grpc", "asgi"])
@@ -155,6 +170,13 @@ def test_workers_add_up(
     wait_until(lambda: len(serving_pids(server, serving)) == 2, 20, "both workers serving")
     assert pids(server, "ratelimitd_config_hash") == serving_pids(server, serving)
     send_known_traffic(server.grpc_target)
+    # Each worker publishes what it counted every second (and at once when it is scraped):
+    # wait until the worker not scraped has published its share too.
+    wait_until(
+        lambda: value(scrape(server), "ratelimitd_request_duration_seconds_count") >= 10,
+        10,
+        "every worker's calls published",
+    )
     samples = scrape(server)
     assert_known_counts(samples)
     assert value(samples, "ratelimitd_config_rules") == 6  # 3 in each worker
@@ -256,10 +278,11 @@ RULE = Rule(
 
 def test_detailed_series_stop_at_the_cap(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(metrics, "DETAILED_SERIES_CAP", 2)
-    recorder = metrics.DecisionRecorder()
+    recorder = metrics.Recorder()
     decision = Decision(Code.OK, (Status(Code.OK, RULE, 0, 0, Result.WITHIN_LIMIT),))
     for value_ in ("a", "b", "c", "d", "a"):
-        recorder.decision(decision, (f"k_{value_}",))
+        recorder.decided(decision, (f"k_{value_}",))
+    recorder.publish()
     counted = {
         sample.labels["descriptor"]: sample.value
         for family in metrics.DETAILED_DECISIONS.collect()
@@ -280,21 +303,39 @@ def test_limit_overrides_are_one_series() -> None:
     [
         (asyncio.CancelledError(), "CANCELLED"),
         (StoreUnavailableError("down"), "UNAVAILABLE"),
+        (InvalidRequestError("bad"), "INVALID_ARGUMENT"),
+        (GrpcError(RESOURCE_EXHAUSTED, "big"), "RESOURCE_EXHAUSTED"),
         (RuntimeError("bug"), "INTERNAL"),
     ],
 )
 def test_a_call_that_ends_in_an_error_is_counted_by_its_code(
     error: BaseException, code: str
 ) -> None:
-    def count() -> float:
+    # The one table every transport answers and counts failed calls by.
+    assert NAMES[error_status(error)] == code
+
+
+def test_published_counts_add_up_in_the_exposition() -> None:
+    # Buckets.publish reaches into prometheus-client's histogram: this fails if that changes.
+    def count(name: str) -> float:
         return sum(
             sample.value
-            for family in metrics.REQUESTS.collect()
+            for family in metrics.REQUEST_DURATION.collect()
             for sample in family.samples
-            if sample.name.endswith("_total") and sample.labels["code"] == code
+            if sample.name == name and sample.labels.get("le") in (None, "0.0005", "+Inf")
         )
 
-    before = count()
-    with pytest.raises(type(error)), metrics.counted():
-        raise error
-    assert count() == before + 1
+    before = (
+        count("ratelimitd_request_duration_seconds_bucket"),
+        count("ratelimitd_request_duration_seconds_count"),
+    )
+    recorder = metrics.Recorder()
+    for seconds in (0.0001, 0.0005, 0.2):
+        recorder.call("m", "OK", seconds)
+    recorder.publish()
+    after = (
+        count("ratelimitd_request_duration_seconds_bucket"),
+        count("ratelimitd_request_duration_seconds_count"),
+    )
+    # Two observations are <= 0.5 ms (the `le` bound includes it), all three <= +Inf.
+    assert (after[0] - before[0], after[1] - before[1]) == (2 + 3, 3)

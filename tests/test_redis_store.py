@@ -97,18 +97,25 @@ def test_redis_cli_sees_the_documented_key(redis_server: RedisServer, redis_url:
     assert int(value[1]) > 1_700_000_000_000_000
 
 
-def test_more_concurrent_calls_than_connections_wait_for_one(
-    redis_url: str, loop: asyncio.AbstractEventLoop
+def test_concurrent_calls_are_pipelined_on_one_connection(
+    redis_server: RedisServer, redis_url: str, loop: asyncio.AbstractEventLoop
 ) -> None:
-    store = RedisStore(redis_url, timeout=5, max_connections=2)
+    store = RedisStore(redis_url, timeout=5, batch=False)
     limit = Limit("token_bucket", 100, Unit.MINUTE, 100)
 
     async def many() -> list[int]:
         results = await asyncio.gather(*(store.apply([Hit("k", limit, 1)]) for _ in range(20)))
-        return sorted(r[0].remaining for r in results)
+        return [r[0].remaining for r in results]
 
+    def connections() -> int:
+        return int(redis_server.client().info("clients")["connected_clients"])
+
+    before = connections()
     try:
-        assert loop.run_until_complete(many()) == list(range(80, 100))
+        # Replies are matched to calls in order: each call sees the ones sent before it.
+        assert loop.run_until_complete(many()) == list(range(99, 79, -1))
+        assert store.round_trips == 20
+        assert connections() == before + 1
     finally:
         loop.run_until_complete(store.close())
 
@@ -149,3 +156,25 @@ def test_a_failing_batch_fails_every_request_in_it(loop: asyncio.AbstractEventLo
 def _evalsha_calls(server: RedisServer) -> int:
     stats = server.client().info("commandstats")
     return int(stats.get("cmdstat_evalsha", {}).get("calls", 0))
+
+
+def test_a_cancelled_request_leaves_the_rest_of_its_batch_alone(
+    redis_url: str, loop: asyncio.AbstractEventLoop
+) -> None:
+    store = RedisStore(redis_url, timeout=5)
+
+    async def three_one_cancelled() -> list[BaseException | list[Outcome]]:
+        calls = [asyncio.ensure_future(store.apply([Hit("k", LIMIT, 1)])) for _ in range(3)]
+        await asyncio.sleep(0)  # all three wait on their batch
+        calls[1].cancel()  # its client went away
+        return await asyncio.gather(*calls, return_exceptions=True)
+
+    try:
+        first, cancelled, third = loop.run_until_complete(three_one_cancelled())
+        assert isinstance(cancelled, asyncio.CancelledError)
+        assert isinstance(first, list)
+        assert isinstance(third, list)
+        # Sent before the cancellation, the middle one was counted all the same.
+        assert (first[0].remaining, third[0].remaining) == (4, 2)
+    finally:
+        loop.run_until_complete(store.close())

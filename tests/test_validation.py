@@ -102,11 +102,11 @@ def test_the_plan_cache_keeps_only_small_requests(tmp_path: Path) -> None:
     bounded = Engine(load_config([path]), MemoryStore(FakeClock()))
     built: list[bytes] = []
 
-    def plan(data: bytes) -> None:
-        def build() -> Request:
-            built.append(data)
-            return request((("k", "v"),))
+    def build(data: bytes) -> Request:
+        built.append(data)
+        return request((("k", "v"),))
 
+    def plan(data: bytes) -> None:
         bounded.plan_for(data, build)
 
     small, large = b"s", b"L" * (engine.PLAN_CACHE_MAX_REQUEST_BYTES + 1)

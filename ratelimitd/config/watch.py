@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 
 import structlog
 
-from ratelimitd import metrics
 from ratelimitd.config.errors import InvalidConfigError
 from ratelimitd.config.loader import ContentDigest, discover, file_hash, load_config
 from ratelimitd.config.model import Config, Defaults
+from ratelimitd.observer import NO_OBSERVER, Observer
 
 log = structlog.get_logger(__name__)
 
@@ -95,11 +95,13 @@ class ConfigReloader:
         config: Config,
         apply: Callable[[Config], None],
         interval: float,
+        observer: Observer = NO_OBSERVER,
     ) -> None:
         self.state = ConfigState(config.digest, time.time())
         self._paths = paths
         self._defaults = defaults
         self._apply = apply
+        self._observer = observer
         self._interval = interval
         self._fingerprint = ConfigFingerprint(paths)
         self._requested = asyncio.Event()
@@ -134,7 +136,7 @@ class ConfigReloader:
             self._apply(config)
             self.state.digest, self.state.loaded_at = config.digest, time.time()
             self.state.reloads["success"] += 1
-            metrics.config_reload(success=True)
+            self._observer.config_reload(True)
             log.info(
                 "config_reloaded",
                 pid=os.getpid(),
@@ -144,7 +146,7 @@ class ConfigReloader:
             )
             return True
         self.state.reloads["failure"] += 1
-        metrics.config_reload(success=False)
+        self._observer.config_reload(False)
         log.error("config_reload_failed", pid=os.getpid(), errors=errors)
         return False
 

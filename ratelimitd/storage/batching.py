@@ -2,7 +2,10 @@
 go, so under load one Redis round trip serves many decisions.
 
 The flush is scheduled with call_soon, on the same tick as the first submission: an idle
-server adds no latency, and there are no timers.
+server adds no latency, and there are no timers. Every request of a batch waits on the same
+future (one per batch, not one per request), which a waiter's cancellation cannot cancel:
+a request whose client went away is cancelled once its batch is back, the others are
+unaffected.
 """
 
 from __future__ import annotations
@@ -10,53 +13,78 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
-from ratelimitd import metrics
 from ratelimitd.algorithms import Hit, Outcome
+from ratelimitd.observer import NO_OBSERVER, Observer
+from ratelimitd.storage.base import StoreError
 
 Send = Callable[[list[Sequence[Hit]]], Awaitable[list[list[Outcome]]]]
+# A batch's answer: one outcome list per request, or the exception that failed them all.
+Answer = list[list[Outcome]] | BaseException
+
+
+class BatchFuture(asyncio.Future[Answer]):
+    """The future all requests of one batch wait on. A task cancelled while waiting would
+    cancel the future it waits on, and so every other request of the batch: refusing makes
+    asyncio deliver the cancellation to that task alone, once the batch is answered."""
+
+    def cancel(self, msg: Any | None = None) -> bool:
+        """Refuse: see the class docstring."""
+        return False
 
 
 class TickBatcher:
-    """Gathers `submit` calls of one loop iteration and passes them to `send` together."""
+    """Gathers `submit` calls of one loop iteration and passes them to `send` together;
+    reports every batch to `observer`."""
 
-    def __init__(self, send: Send, max_batch: int = 256) -> None:
+    def __init__(self, send: Send, max_batch: int = 256, observer: Observer = NO_OBSERVER) -> None:
         self._send = send
         self._max_batch = max_batch
-        self._pending: list[tuple[Sequence[Hit], asyncio.Future[list[Outcome]]]] = []
+        self._observer = observer
+        self._pending: list[Sequence[Hit]] = []
+        self._future: BatchFuture | None = None
         self._in_flight: set[asyncio.Task[None]] = set()
         self.batches = 0  # batches sent so far, for bench/ and metrics
 
     async def submit(self, hits: Sequence[Hit]) -> list[Outcome]:
         """Queue one request's hits; resolves with its outcomes once its batch returns."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[list[Outcome]] = loop.create_future()
-        if not self._pending:
+        pending = self._pending
+        future = self._future
+        if future is None:
+            loop = asyncio.get_running_loop()
+            future = self._future = BatchFuture(loop=loop)
             loop.call_soon(self._flush)
-        self._pending.append((hits, future))
-        return await future
+        index = len(pending)
+        pending.append(hits)
+        if index + 1 >= self._max_batch:
+            self._flush()
+        answer = await future
+        if isinstance(answer, StoreError):
+            raise StoreError(str(answer)) from answer  # one of its own for each request
+        if isinstance(answer, BaseException):
+            raise answer
+        return answer[index]
 
     def _flush(self) -> None:
-        pending, self._pending = self._pending, []
-        for start in range(0, len(pending), self._max_batch):
-            task = asyncio.ensure_future(self._deliver(pending[start : start + self._max_batch]))
-            self._in_flight.add(task)
-            task.add_done_callback(self._in_flight.discard)
+        future = self._future
+        if future is None:  # already sent, because the batch was full
+            return
+        batch, self._pending, self._future = self._pending, [], None
+        task = asyncio.ensure_future(self._deliver(batch, future))
+        self._in_flight.add(task)
+        task.add_done_callback(self._in_flight.discard)
 
-    async def _deliver(
-        self, batch: list[tuple[Sequence[Hit], asyncio.Future[list[Outcome]]]]
-    ) -> None:
+    async def _deliver(self, batch: list[Sequence[Hit]], future: BatchFuture) -> None:
         self.batches += 1
         started = time.perf_counter()
         try:
-            results = await self._send([hits for hits, _ in batch])
+            answer: Answer = await self._send(batch)
         except Exception as exc:  # every waiter gets the failure, whatever it is
-            metrics.store_call(time.perf_counter() - started, len(batch), exc.__cause__ or exc)
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(exc)
-            return
-        metrics.store_call(time.perf_counter() - started, len(batch), None)
-        for (_, future), outcomes in zip(batch, results, strict=True):
-            if not future.done():
-                future.set_result(outcomes)
+            self._observer.store_call(
+                time.perf_counter() - started, len(batch), exc.__cause__ or exc
+            )
+            answer = exc
+        else:
+            self._observer.store_call(time.perf_counter() - started, len(batch), None)
+        future.set_result(answer)

@@ -12,8 +12,8 @@ from collections.abc import Callable, Sequence
 
 import structlog
 
-from ratelimitd import metrics
 from ratelimitd.algorithms import Hit, Outcome
+from ratelimitd.observer import NO_OBSERVER, Observer
 from ratelimitd.storage.base import Store, StoreError
 
 log = structlog.get_logger(__name__)
@@ -28,7 +28,7 @@ class BreakerState(enum.Enum):
 
 
 class CircuitBreaker:
-    """A Store that guards another."""
+    """A Store that guards another; reports its state changes to `observer`."""
 
     def __init__(
         self,
@@ -37,8 +37,10 @@ class CircuitBreaker:
         threshold: int = 5,
         cooldown_s: float = 0.5,
         clock: Callable[[], float] = time.monotonic,
+        observer: Observer = NO_OBSERVER,
     ) -> None:
         self.store = store
+        self._observer = observer
         self._threshold = threshold
         self._cooldown_s = cooldown_s
         self._clock = clock
@@ -80,7 +82,7 @@ class CircuitBreaker:
     def _set(self, state: BreakerState) -> None:
         if state is not self.state:
             log.warning("store_circuit", state=state.value, previous=self.state.value)
-            metrics.circuit(state.value)
+            self._observer.circuit(state.value)
             self.state = state
 
     async def ping(self) -> bool:

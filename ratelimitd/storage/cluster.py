@@ -39,6 +39,7 @@ from redis.crc import key_slot
 from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 
 from ratelimitd.algorithms import Hit, Outcome
+from ratelimitd.observer import NO_OBSERVER, Observer
 from ratelimitd.storage.base import StoreError
 from ratelimitd.storage.batching import TickBatcher
 from ratelimitd.storage.clock import Clock
@@ -65,6 +66,7 @@ class ClusterStore:
         username: str | None = None,
         password: str | None = None,
         clock: Clock | None = None,
+        observer: Observer = NO_OBSERVER,
     ) -> None:
         self._client = RedisCluster(
             startup_nodes=[ClusterNode(host, port) for host, port in nodes],
@@ -77,7 +79,7 @@ class ClusterStore:
             retry=Retry(NoBackoff(), 0),
         )
         self._scripts = ScriptRunner(clock)
-        self._batcher = TickBatcher(self._send)
+        self._batcher = TickBatcher(self._send, observer=observer)
         # Pipelines sent: one per batch, one more for its refunds, one more after a node
         # lost the scripts.
         self.round_trips = 0

@@ -17,6 +17,7 @@ import re
 from dataclasses import dataclass, field
 from urllib.parse import unquote
 
+from ratelimitd.observer import NO_OBSERVER, Observer
 from ratelimitd.storage.base import Store
 from ratelimitd.storage.clock import Clock, wall_clock_us
 from ratelimitd.storage.cluster import ClusterStore
@@ -62,10 +63,11 @@ def build_store(
     timeout: float,
     clock: Clock | None = None,
     memory_max_keys: int = DEFAULT_MAX_KEYS,
+    observer: Observer = NO_OBSERVER,
 ) -> Store:
     """The store `url` names, or the in-memory store (of at most `memory_max_keys` counters)
     for None. `timeout` bounds every Redis call in seconds; `clock` (tests only) replaces Redis
-    TIME, or the memory store's clock.
+    TIME, or the memory store's clock; `observer` hears of every batch sent to Redis.
 
     Raises ValueError, naming the problem, for an unknown scheme or a malformed URL.
     """
@@ -78,7 +80,7 @@ def build_store(
         if database:
             _database(database, scheme)
         try:
-            return RedisStore(url, timeout=timeout, clock=clock)
+            return RedisStore(url, timeout=timeout, clock=clock, observer=observer)
         except ValueError as exc:
             # redis-py's messages quote the bad part (a port, an option), never the password.
             raise ValueError(f"{scheme} URL: {exc}") from None
@@ -92,6 +94,7 @@ def build_store(
             password=servers.password,
             db=servers.db,
             clock=clock,
+            observer=observer,
         )
     return ClusterStore(
         servers.hosts,
@@ -99,6 +102,7 @@ def build_store(
         username=servers.username,
         password=servers.password,
         clock=clock,
+        observer=observer,
     )
 
 

@@ -1,24 +1,31 @@
 """Redis store on one server (a single instance, or the master Sentinel names): one Lua script
 call evaluates a whole batch of requests, each atomically and all-or-nothing, with Redis `TIME`
-as the clock for every replica. The script machinery here also serves the cluster store."""
+as the clock for every replica, over a pipelined connection (storage/resp). The script
+machinery here also serves the cluster store."""
 
 from __future__ import annotations
 
 import functools
 import hashlib
-from collections.abc import Sequence
+import ssl
+from collections.abc import Callable, Sequence
 from importlib import resources
 from typing import Any, NamedTuple
 
 import redis.asyncio as aioredis
-from redis.exceptions import NoScriptError, RedisError
+from redis.asyncio.connection import RedisSSLContext
+from redis.exceptions import RedisError
 
 from ratelimitd.algorithms import ALGORITHMS, Hit, Outcome
 from ratelimitd.config.model import Limit
+from ratelimitd.observer import NO_OBSERVER, Observer
 from ratelimitd.storage.base import StoreError
 from ratelimitd.storage.batching import TickBatcher
 from ratelimitd.storage.clock import Clock
+from ratelimitd.storage.resp import RespClient, RespError
 
+# Error replies that mean the server is not (or no longer) the master.
+_WRONG_SERVER = ("READONLY", "MASTERDOWN")
 REQUEST_DRIVER = "request.lua"
 REFUND_DRIVER = "refund.lua"
 
@@ -39,25 +46,36 @@ def _limit_tokens(limit: Limit) -> str:
     return f"{limit.algorithm} {limit.requests_per_unit} {limit.unit_us} {limit.burst}"
 
 
+def hit_tokens(hits: Sequence[Hit]) -> str:
+    """One request's part of the script's batch argument (see lua/request.lua): its number
+    of hits, then each hit's limit, overdraft, cost and shadow flag."""
+    tokens = [str(len(hits))]
+    for hit in hits:
+        limit = hit.limit
+        tokens += (
+            _limit_tokens(limit),
+            str(limit.overdraft),
+            str(hit.cost),
+            "1" if hit.shadow else "0",
+        )
+    return " ".join(tokens)
+
+
 def encode(
-    requests: Sequence[Sequence[Hit]], now: str, dry_run: bool = False
+    requests: Sequence[Sequence[Hit]],
+    now: str,
+    dry_run: bool = False,
+    tokens: Callable[[Sequence[Hit]], str] = hit_tokens,
 ) -> tuple[list[str], list[str]]:
     """KEYS and ARGV of one script call evaluating `requests` in order (see lua/request.lua);
-    with `dry_run` the script answers the same but writes nothing."""
+    with `dry_run` the script answers the same but writes nothing. `tokens` is hit_tokens,
+    or a memo of it."""
     keys: list[str] = []
-    tokens = [str(len(requests))]
+    parts = [str(len(requests))]
     for hits in requests:
-        tokens.append(str(len(hits)))
-        for hit in hits:
-            keys.append(hit.key)
-            limit = hit.limit
-            tokens += (
-                _limit_tokens(limit),
-                str(limit.overdraft),
-                str(hit.cost),
-                "1" if hit.shadow else "0",
-            )
-    args = [now, " ".join(tokens)]
+        keys += [hit.key for hit in hits]
+        parts.append(tokens(hits))
+    args = [now, " ".join(parts)]
     if dry_run:
         args.append("dry")
     return keys, args
@@ -99,6 +117,10 @@ def load_script(driver: str) -> Script:
     return Script(source, hashlib.sha1(source.encode()).hexdigest())
 
 
+# Requests' tokens kept by the hits object they were made from (see ScriptRunner._tokens).
+_TOKENS_KEPT = 10_000
+
+
 class ScriptRunner:
     """Builds the stores' script calls, with Redis TIME as now unless `clock` (tests only)
     replaces it, and runs request scripts on one server, loading the script again when Redis
@@ -108,11 +130,25 @@ class ScriptRunner:
         self.request = load_script(REQUEST_DRIVER)
         self.refund = load_script(REFUND_DRIVER)
         self._clock = clock
+        self._tokens_of: dict[int, tuple[Sequence[Hit], str]] = {}
+
+    def _tokens(self, hits: Sequence[Hit]) -> str:
+        """hit_tokens(hits), kept by identity: the engine plans a request once and passes
+        the same hits object for every identical request."""
+        kept = self._tokens_of.get(id(hits))
+        if kept is not None and kept[0] is hits:
+            return kept[1]
+        tokens = hit_tokens(hits)
+        if len(self._tokens_of) >= _TOKENS_KEPT:
+            self._tokens_of.clear()
+        # Holding `hits` keeps its id from being reused while the entry exists.
+        self._tokens_of[id(hits)] = (hits, tokens)
+        return tokens
 
     def request_call(self, requests: Sequence[Sequence[Hit]], dry_run: bool = False) -> list[Any]:
         """EVALSHA arguments evaluating `requests` in order (see lua/request.lua); committing
         nothing with `dry_run`."""
-        keys, args = encode(requests, self._now(), dry_run)
+        keys, args = encode(requests, self._now(), dry_run, self._tokens)
         return [self.request.sha, len(keys), *keys, *args]
 
     def refund_call(self, refunds: Sequence[tuple[Hit, int]]) -> list[Any]:
@@ -124,26 +160,33 @@ class ScriptRunner:
         return str(self._clock()) if self._clock else ""
 
     async def run(
-        self, client: aioredis.Redis | Any, requests: Sequence[Sequence[Hit]], dry_run: bool = False
+        self, client: RespClient, requests: Sequence[Sequence[Hit]], dry_run: bool = False
     ) -> list[list[Outcome]]:
         """Evaluate (and unless `dry_run`, commit) `requests` in one call; raise StoreError
         when Redis cannot answer."""
         call = self.request_call(requests, dry_run)
         try:
             try:
-                raw = await client.evalsha(*call)
-            except NoScriptError:
+                raw = await client.execute("EVALSHA", *call)
+            except RespError as exc:
+                if not str(exc).startswith("NOSCRIPT"):
+                    raise
                 # Redis restarted or flushed its script cache: load the script, retry once.
-                await client.script_load(self.request.source)
-                raw = await client.evalsha(*call)
-        except (RedisError, OSError, TimeoutError) as exc:
+                await client.execute("SCRIPT", "LOAD", self.request.source)
+                raw = await client.execute("EVALSHA", *call)
+        except RespError as exc:
+            if str(exc).startswith(_WRONG_SERVER):
+                # A replica now (a failover): the next call connects to whoever is master.
+                await client.aclose()
+            raise StoreError(f"redis: {exc.__class__.__name__}: {exc}") from exc
+        except (OSError, TimeoutError) as exc:
             raise StoreError(f"redis: {exc.__class__.__name__}: {exc}") from exc
         return decode(requests, raw)
 
 
 class ClientStore:
-    """Counters in the Redis server a redis-py client talks to: a single instance, or the
-    master that Sentinel points at. Any number of replicas can share it.
+    """Counters in the Redis server a RespClient talks to: a single instance, or the master
+    that Sentinel points at. Any number of replicas can share it.
 
     With `batch` (the default), requests submitted in one event-loop tick share one script
     call. `clock` exists for tests only: it replaces Redis TIME as the script's notion of
@@ -151,11 +194,16 @@ class ClientStore:
     """
 
     def __init__(
-        self, client: aioredis.Redis, *, clock: Clock | None = None, batch: bool = True
+        self,
+        client: RespClient,
+        *,
+        clock: Clock | None = None,
+        batch: bool = True,
+        observer: Observer = NO_OBSERVER,
     ) -> None:
         self._client = client
         self._script = ScriptRunner(clock)
-        self._batcher = TickBatcher(self._send) if batch else None
+        self._batcher = TickBatcher(self._send, observer=observer) if batch else None
         self.round_trips = 0
 
     async def apply(self, hits: Sequence[Hit]) -> list[Outcome]:
@@ -178,14 +226,67 @@ class ClientStore:
 
     async def ping(self) -> bool:
         """True when Redis answers PING within the timeout."""
-        try:
-            return bool(await self._client.ping())
-        except (RedisError, OSError, TimeoutError):
-            return False
+        return await self._client.ping()
 
     async def close(self) -> None:
-        """Close every pooled connection."""
+        """Close the connection."""
         await self._client.aclose()
+
+
+# redis-py's names for a URL's TLS options, as RedisSSLContext's parameters.
+_TLS_OPTIONS = {
+    "ssl_keyfile": "keyfile",
+    "ssl_certfile": "certfile",
+    "ssl_cert_reqs": "cert_reqs",
+    "ssl_include_verify_flags": "include_verify_flags",
+    "ssl_exclude_verify_flags": "exclude_verify_flags",
+    "ssl_ca_certs": "ca_certs",
+    "ssl_ca_data": "ca_data",
+    "ssl_ca_path": "ca_path",
+    "ssl_check_hostname": "check_hostname",
+    "ssl_min_version": "min_version",
+    "ssl_ciphers": "ciphers",
+    "ssl_password": "password",
+}
+_URL_PARTS = {"host", "port", "db", "username", "password", "connection_class"}
+
+
+def client_from_url(url: str, timeout: float) -> RespClient:
+    """A RespClient for a redis:// or rediss:// URL (redis-py's URL syntax and TLS options:
+    ssl_ca_certs, ssl_certfile, ssl_keyfile, ssl_cert_reqs, ssl_check_hostname, ...).
+    ValueError names an option that does not apply."""
+    options: dict[str, Any] = dict(aioredis.connection.parse_url(url))
+    unknown = sorted(set(options) - _URL_PARTS - set(_TLS_OPTIONS))
+    if unknown:
+        raise ValueError(
+            f"unsupported URL option {unknown[0]!r} (timeouts are --redis-timeout; TLS "
+            f"options: {', '.join(sorted(_TLS_OPTIONS))})"
+        )
+    tls = url.lower().startswith("rediss://")
+    if not tls and set(options) & set(_TLS_OPTIONS):
+        raise ValueError("TLS options need a rediss:// URL")
+    context = None
+    if tls:
+        # As redis-py's TLS connections: the certificate and the host name are verified.
+        settings: dict[str, Any] = {"cert_reqs": "required", "check_hostname": True}
+        settings |= {_TLS_OPTIONS[k]: v for k, v in options.items() if k in _TLS_OPTIONS}
+        try:
+            context = RedisSSLContext(**settings).get()
+        except (RedisError, OSError, ssl.SSLError) as exc:
+            raise ValueError(f"TLS options: {exc}") from None
+    host, port = options.get("host", "localhost"), int(options.get("port", 6379))
+
+    async def address() -> tuple[str, int]:
+        return host, port
+
+    return RespClient(
+        address,
+        timeout=timeout,
+        username=options.get("username"),
+        password=options.get("password"),
+        db=int(options.get("db", 0)),
+        ssl_context=context,
+    )
 
 
 class RedisStore(ClientStore):
@@ -197,16 +298,7 @@ class RedisStore(ClientStore):
         *,
         timeout: float = 0.05,
         clock: Clock | None = None,
-        max_connections: int = 64,
         batch: bool = True,
+        observer: Observer = NO_OBSERVER,
     ) -> None:
-        # A blocking pool waits (up to the timeout) for a free connection instead of failing
-        # at once when every connection is busy.
-        pool = aioredis.BlockingConnectionPool.from_url(
-            url,
-            max_connections=max_connections,
-            timeout=timeout,
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
-        )
-        super().__init__(aioredis.Redis.from_pool(pool), clock=clock, batch=batch)
+        super().__init__(client_from_url(url, timeout), clock=clock, batch=batch, observer=observer)

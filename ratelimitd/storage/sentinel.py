@@ -6,9 +6,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from redis.asyncio.sentinel import Sentinel
+from redis.exceptions import RedisError
 
+from ratelimitd.observer import NO_OBSERVER, Observer
 from ratelimitd.storage.clock import Clock
 from ratelimitd.storage.redis import ClientStore
+from ratelimitd.storage.resp import RespClient, RespConnectionError
 
 
 class SentinelStore(ClientStore):
@@ -30,18 +33,25 @@ class SentinelStore(ClientStore):
         password: str | None = None,
         db: int = 0,
         clock: Clock | None = None,
+        observer: Observer = NO_OBSERVER,
     ) -> None:
-        # Keyword arguments reach the master's connections; only the socket_* ones also
-        # reach the sentinels'. (redis-py leaves Sentinel's constructor unannotated.)
+        # redis-py asks the sentinels; the master's connection is ours (storage/resp), opened
+        # again at whatever address they name after a failover. (redis-py leaves Sentinel's
+        # constructor unannotated.)
         self._sentinel = Sentinel(  # type: ignore[no-untyped-call]
-            list(sentinels),
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
-            username=username,
-            password=password,
-            db=db,
+            list(sentinels), socket_timeout=timeout, socket_connect_timeout=timeout
         )
-        super().__init__(self._sentinel.master_for(service_name), clock=clock)
+        sentinel = self._sentinel
+
+        async def master() -> tuple[str, int]:
+            try:
+                host, port = await sentinel.discover_master(service_name)
+            except RedisError as exc:
+                raise RespConnectionError(f"sentinels: {exc}") from exc
+            return str(host), int(port)
+
+        client = RespClient(master, timeout=timeout, username=username, password=password, db=db)
+        super().__init__(client, clock=clock, observer=observer)
 
     async def close(self) -> None:
         """Close the master's and the sentinels' connections."""

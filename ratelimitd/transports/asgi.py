@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,7 @@ import structlog
 from ratelimitd import logs
 from ratelimitd.admin import Readiness
 from ratelimitd.config.watch import ConfigReloader
+from ratelimitd.metrics import Recorder
 from ratelimitd.service import Service, build, build_store, load
 from ratelimitd.settings import (
     DRAIN_MARKER_ENV,
@@ -30,7 +31,7 @@ from ratelimitd.settings import (
     split_address,
 )
 from ratelimitd.storage.base import Store
-from ratelimitd.tracing import TRACER, from_pairs
+from ratelimitd.tracing import TRACER, Metadata
 from ratelimitd.transports.grpc_status import (
     DEADLINE_EXCEEDED,
     FRAME_PREFIX_BYTES,
@@ -50,6 +51,8 @@ Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
+# A unary gRPC method: the request message and the call's metadata in, the response out.
+Method = Callable[[bytes, Metadata], Awaitable[bytes]]
 
 log = structlog.get_logger(__name__)
 
@@ -67,11 +70,22 @@ _OK_TRAILERS = {
 }
 
 
-def grpc_timeout(scope: Scope) -> float | None:
+# grpc-timeout values seen, parsed: Envoy sends the same one on every call of a route.
+_TIMEOUTS: dict[bytes, float] = {}
+_TIMEOUTS_KEPT = 256
+
+
+def grpc_timeout(headers: Sequence[tuple[bytes, bytes]]) -> float | None:
     """The call's deadline in seconds from its grpc-timeout header, if any."""
-    for name, value in scope["headers"]:
+    for name, value in headers:
         if name == b"grpc-timeout":
-            return parse_timeout(value)
+            seconds = _TIMEOUTS.get(value)
+            if seconds is None:
+                seconds = parse_timeout(value)
+                if len(_TIMEOUTS) >= _TIMEOUTS_KEPT:
+                    _TIMEOUTS.clear()  # clients counting their deadline down: rare, bounded
+                _TIMEOUTS[value] = seconds
+            return seconds
     return None
 
 
@@ -129,27 +143,19 @@ class RateLimitApp:
     def __init__(self, environ: MutableMapping[str, str] = os.environ) -> None:
         self._environ = environ
         self._service: Service | None = None
-        self._rpc: Rpc | None = None
         self._store: Store | None = None
         self._admin: HttpServer | None = None
         self._drain_watch: asyncio.Future[None] | None = None
         self._reload_watch: asyncio.Future[None] | None = None
         self._max_request_bytes = MAX_MESSAGE_BYTES  # --max-request-bytes once started
+        # The gRPC methods by path, once started (until then every path is HTTP's: 503).
+        self._methods: dict[str, Method] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            path = scope["path"]
-            rpc = self._rpc
-            if path == RLS_METHOD and rpc is not None:
-                context = from_pairs(scope["headers"])
-                await self._grpc(
-                    scope, receive, send, lambda data: rpc.should_rate_limit(data, context)
-                )
-            elif path == AUTHZ_METHOD and rpc is not None:
-                context = from_pairs(scope["headers"])
-                await self._grpc(scope, receive, send, lambda data: rpc.check(data, context))
-            elif path == HEALTH_METHOD and rpc is not None:
-                await self._grpc(scope, receive, send, rpc.health_check)
+            method = self._methods.get(scope["path"])
+            if method is not None:
+                await self._grpc(scope, receive, send, method)
             else:
                 await self._http(scope, receive, send)
         elif scope["type"] == "lifespan":
@@ -157,29 +163,24 @@ class RateLimitApp:
 
     # -- gRPC -------------------------------------------------------------------------------
 
-    async def _grpc(
-        self,
-        scope: Scope,
-        receive: Receive,
-        send: Send,
-        method: Callable[[bytes], Awaitable[bytes]],
-    ) -> None:
+    async def _grpc(self, scope: Scope, receive: Receive, send: Send, method: Method) -> None:
         status, message, payload = OK, "", b""
         try:
             limit = self._max_request_bytes
             body = await read_body(receive, limit + FRAME_PREFIX_BYTES)
             if body is None:
                 raise GrpcError(RESOURCE_EXHAUSTED, f"request larger than {limit} bytes")
-            timeout = grpc_timeout(scope)
+            metadata = scope["headers"]
+            timeout = grpc_timeout(metadata)
             if timeout is None:
-                payload = frame(await method(unframe(body)))
+                payload = frame(await method(unframe(body), metadata))
             else:
                 # Checked after the call rather than with a timer per call: the store bounds
                 # the call's duration itself (--redis-timeout), and an answer after the
                 # deadline must not pass for a valid one.
                 loop = asyncio.get_running_loop()
                 deadline = loop.time() + timeout
-                payload = frame(await method(unframe(body)))
+                payload = frame(await method(unframe(body), metadata))
                 if loop.time() > deadline:
                     raise GrpcError(DEADLINE_EXCEEDED, "deadline exceeded")
         except GrpcError as exc:
@@ -236,20 +237,26 @@ class RateLimitApp:
         if config is None:
             raise RuntimeError("invalid config")
         TRACER.configure(settings.tracing)
-        self._store = build_store(settings)
-        service = build(settings, config, self._store)
+        recorder = Recorder()
+        self._store = build_store(settings, recorder)
+        service = build(settings, config, self._store, recorder)
         host, port = split_address(settings.http_addr)
         self._admin = HttpServer(service.routes, host, port)
         await self._admin.start()
         self._service = service
-        self._rpc = Rpc(service.engine, service.readiness, settings.authz_domain)
+        rpc = Rpc(service.engine, service.readiness, settings.authz_domain, recorder)
+        self._methods = {
+            RLS_METHOD: rpc.should_rate_limit,
+            AUTHZ_METHOD: rpc.check,
+            HEALTH_METHOD: rpc.health_check,
+        }
         self._max_request_bytes = settings.max_request_bytes
         marker = self._environ.get(DRAIN_MARKER_ENV)
         if marker:
             self._drain_watch = asyncio.ensure_future(
                 stop_serving_when_created(Path(marker), service.readiness)
             )
-        service.reloader.start()
+        service.start()
         reload_marker = self._environ.get(RELOAD_MARKER_ENV)
         if reload_marker:
             # Read before turning ready: a SIGHUP sent once this worker serves must count.
@@ -267,7 +274,7 @@ class RateLimitApp:
             self._reload_watch.cancel()
         if self._service is not None:
             self._service.readiness.serving = False
-            await self._service.reloader.stop()
+            await self._service.stop()
         if self._admin is not None:
             await self._admin.stop()
         if self._store is not None:

@@ -10,22 +10,22 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from ratelimitd.settings import Tls
-from ratelimitd.tracing import CallContext, from_pairs
+from ratelimitd.tracing import Metadata
 from ratelimitd.transports.grpc_status import MAX_MESSAGE_BYTES, GrpcError
 from ratelimitd.transports.rpc import AUTHZ_SERVICE, HEALTH_SERVICES, RLS_SERVICE, Rpc
 
 _STATUS_CODES = {code.value[0]: code for code in grpc.StatusCode}
 
-Method = Callable[[bytes, CallContext | None], Awaitable[bytes]]
+Method = Callable[[bytes, Metadata], Awaitable[bytes]]
 
 
 def _unary(method: Method) -> grpc.RpcMethodHandler[bytes, bytes]:
     """A handler taking the raw request bytes, so a malformed message is INVALID_ARGUMENT,
-    and the call's request id and trace context from its metadata."""
+    and the call's metadata (its request id and trace context)."""
 
     async def handle(data: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
         try:
-            return await method(data, from_pairs(context.invocation_metadata() or ()))
+            return await method(data, tuple(context.invocation_metadata() or ()))
         except GrpcError as exc:
             await context.abort(_STATUS_CODES[exc.status], str(exc))
             raise  # abort() raises; this keeps type checkers content

@@ -1,5 +1,6 @@
 """gRPC status codes and the wire details shared by transports that frame gRPC themselves
-(no protobuf here, so tests can import it beside Envoy's own generated code)."""
+(no protobuf here: settings import it, and tests import it beside Envoy's own generated
+code)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import re
 
 # grpc/doc/statuscodes.md
 OK = 0
+CANCELLED = 1
 INVALID_ARGUMENT = 3
 DEADLINE_EXCEEDED = 4
 NOT_FOUND = 5
@@ -22,6 +24,20 @@ FRAME_PREFIX_BYTES = 5
 
 _TIMEOUT = re.compile(rb"(\d{1,8})([HMSmun])")
 _TIMEOUT_UNITS = {b"H": 3600.0, b"M": 60.0, b"S": 1.0, b"m": 1e-3, b"u": 1e-6, b"n": 1e-9}
+
+
+# The names metrics count calls by.
+NAMES = {
+    OK: "OK",
+    CANCELLED: "CANCELLED",
+    INVALID_ARGUMENT: "INVALID_ARGUMENT",
+    DEADLINE_EXCEEDED: "DEADLINE_EXCEEDED",
+    NOT_FOUND: "NOT_FOUND",
+    RESOURCE_EXHAUSTED: "RESOURCE_EXHAUSTED",
+    UNIMPLEMENTED: "UNIMPLEMENTED",
+    INTERNAL: "INTERNAL",
+    UNAVAILABLE: "UNAVAILABLE",
+}
 
 
 class GrpcError(Exception):

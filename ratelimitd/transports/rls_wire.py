@@ -10,9 +10,12 @@ is faster than any Python parser.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Sequence
+
 from ratelimitd.config.model import Unit
 from ratelimitd.headers import whole_seconds
-from ratelimitd.messages import Decision
+from ratelimitd.messages import Code, Decision, Status
 
 # RateLimitResponse.RateLimit.Unit (statuses' current_limit).
 _RESPONSE_UNITS = {
@@ -24,6 +27,18 @@ _RESPONSE_UNITS = {
     Unit.YEAR: 6,
     Unit.WEEK: 7,
 }
+
+
+_ONE_BYTE = [bytes((value,)) for value in range(0x80)]
+
+
+def varint(value: int) -> bytes:
+    """`value` as a base-128 varint."""
+    if value < 0x80:
+        return _ONE_BYTE[value]
+    out = bytearray()
+    put_varint(out, value)
+    return bytes(out)
 
 
 def put_varint(out: bytearray, value: int) -> None:
@@ -41,41 +56,74 @@ def put_bytes(out: bytearray, tag: int, data: bytes | bytearray) -> None:
     out += data
 
 
-def encode_response(decision: Decision) -> bytes:
-    """A Decision as a serialized RateLimitResponse, fields in field-number order as
-    protobuf writes them."""
-    out = bytearray((0x08, decision.code.value))  # overall_code
-    for status in decision.statuses:
-        item = bytearray((0x08, status.code.value))  # code
+def current_limits(statuses: Sequence[Status]) -> tuple[bytes, ...]:
+    """Per status, its current_limit field as written in the response (b"" for none). A
+    plan's statuses keep their rules from one decision to the next, so callers compute this
+    once per plan and pass it to encode_response."""
+    fields = []
+    for status in statuses:
         rule = status.rule
-        if rule is not None and rule.limit is not None:
-            limit = bytearray()
-            if rule.limit.requests_per_unit:
-                limit.append(0x08)
-                put_varint(limit, rule.limit.requests_per_unit)
-            limit += bytes((0x10, _RESPONSE_UNITS[rule.limit.unit]))
-            if rule.name:
-                put_bytes(limit, 0x1A, rule.name.encode())
-            put_bytes(item, 0x12, limit)  # current_limit
-        if status.remaining:
-            item.append(0x18)  # limit_remaining
-            put_varint(item, status.remaining)
-        if status.reset_us is not None:
+        if rule is None or rule.limit is None:
+            fields.append(b"")
+            continue
+        limit = bytearray()
+        if rule.limit.requests_per_unit:
+            limit.append(0x08)
+            put_varint(limit, rule.limit.requests_per_unit)
+        limit += bytes((0x10, _RESPONSE_UNITS[rule.limit.unit]))
+        if rule.name:
+            put_bytes(limit, 0x1A, rule.name.encode())
+        field = bytearray()
+        put_bytes(field, 0x12, limit)  # current_limit
+        fields.append(bytes(field))
+    return tuple(fields)
+
+
+# Bounded: header names come from the code (Retry-After, the rate limit fields), not clients.
+@functools.lru_cache(maxsize=64)
+def _header_key(key: str) -> bytes:
+    """A HeaderValue's key field, followed by the tag of its value field."""
+    encoded = key.encode()
+    return b"\x0a" + _length(len(encoded)) + encoded + b"\x12"
+
+
+def _length(size: int) -> bytes:
+    return _ONE_BYTE[size] if size < 0x80 else varint(size)
+
+
+_CODES = {code: bytes((0x08, code)) for code in Code}
+
+
+def encode_response(decision: Decision, limits: Sequence[bytes] | None = None) -> bytes:
+    """A Decision as a serialized RateLimitResponse, fields in field-number order as
+    protobuf writes them; `limits` is current_limits(decision.statuses), if known."""
+    if limits is None:
+        limits = current_limits(decision.statuses)
+    # Concatenated bytes: on this path, fewer and cheaper steps than bytearray appends.
+    parts = [_CODES[decision.code]]  # overall_code
+    for status, limit in zip(decision.statuses, limits, strict=True):
+        item = _CODES[status.code] + limit  # code, current_limit
+        remaining = status.remaining
+        if remaining:
+            item += b"\x18" + varint(remaining)  # limit_remaining
+        reset_us = status.reset_us
+        if reset_us is not None:
             # Whole seconds, rounded up: Envoy truncates to seconds for its own headers, and
             # a client told to come back must not come back too early.
-            seconds = whole_seconds(status.reset_us)
-            duration = bytearray()
+            seconds = whole_seconds(reset_us)
             if seconds:
-                duration.append(0x08)
-                put_varint(duration, seconds)
-            put_bytes(item, 0x22, duration)  # duration_until_reset
-        put_bytes(out, 0x12, item)  # statuses
+                encoded = varint(seconds)
+                item += b"\x22" + _ONE_BYTE[len(encoded) + 1] + b"\x08" + encoded
+            else:
+                item += b"\x22\x00"  # duration_until_reset
+        parts.append(b"\x12" + _length(len(item)) + item)  # statuses
     for key, value in decision.response_headers:
-        header = bytearray()
-        put_bytes(header, 0x0A, key.encode())
         if value:
-            put_bytes(header, 0x12, value.encode())
-        put_bytes(out, 0x1A, header)  # response_headers_to_add
+            data = value.encode()
+            header = _header_key(key) + _length(len(data)) + data
+        else:
+            header = _header_key(key)[:-1]  # no value field
+        parts.append(b"\x1a" + _length(len(header)) + header)  # response_headers_to_add
     if decision.body:
-        put_bytes(out, 0x2A, decision.body)  # raw_body
-    return bytes(out)
+        parts.append(b"\x2a" + _length(len(decision.body)) + decision.body)  # raw_body
+    return b"".join(parts)

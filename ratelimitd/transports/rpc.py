@@ -1,26 +1,37 @@
 """The RPCs every transport serves, bytes in and bytes out: decoding, the engine call and
 encoding happen once here, whichever transport carries them: RateLimitService/ShouldRateLimit,
-Authorization/Check (ext_authz: ratelimitd.authz) and Health/Check."""
+Authorization/Check (ext_authz: ratelimitd.authz) and Health/Check.
+
+This is the per-request path: a straight line of plain calls (no context managers, no
+closures), with what every call of one request shape shares kept on its plan.
+"""
 
 from __future__ import annotations
 
-import contextlib
 import logging
-from collections.abc import Iterator
+import time
 
 import structlog
 from google.protobuf.message import DecodeError
 from grpc_health.v1 import health_pb2
 
-from ratelimitd import authz, metrics, tracing
+from ratelimitd import authz, tracing
 from ratelimitd.admin import Readiness
 from ratelimitd.engine import Engine
-from ratelimitd.messages import Decision, InvalidRequestError, StoreUnavailableError
+from ratelimitd.messages import Code, Decision, Request
+from ratelimitd.observer import NO_OBSERVER, Observer
 from ratelimitd.protos.envoy.service.auth.v3 import external_auth_pb2
 from ratelimitd.protos.envoy.service.ratelimit.v3 import rls_pb2
-from ratelimitd.tracing import TRACER, CallContext
+from ratelimitd.tracing import TRACER, Metadata
 from ratelimitd.transports import authz_codec, authz_wire, rls_codec, rls_wire
-from ratelimitd.transports.grpc_status import INVALID_ARGUMENT, NOT_FOUND, UNAVAILABLE, GrpcError
+from ratelimitd.transports.errors import error_status
+from ratelimitd.transports.grpc_status import (
+    INVALID_ARGUMENT,
+    NAMES,
+    NOT_FOUND,
+    UNAVAILABLE,
+    GrpcError,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -31,41 +42,80 @@ AUTHZ_METHOD = f"/{AUTHZ_SERVICE}/Check"
 HEALTH_METHOD = "/grpc.health.v1.Health/Check"
 HEALTH_SERVICES = ("", RLS_SERVICE, AUTHZ_SERVICE)
 
+_CODE_NAMES = {code: code.name for code in Code}
+# The plan memo entry holding each status's encoded current_limit (rls_wire.current_limits).
+_LIMITS_MEMO = "rls_wire.current_limits"
+
+
+def _decode_request(data: bytes) -> Request:
+    return rls_codec.decode(rls_pb2.RateLimitRequest.FromString(data))
+
 
 class Rpc:
     """ShouldRateLimit, Authorization/Check and Health/Check over serialized messages;
-    failures are GrpcError.
+    failures are GrpcError. Every call is reported to `observer`.
 
     `authz_default_domain` is the domain of Check calls whose context extensions name none.
     """
 
     def __init__(
-        self, engine: Engine, readiness: Readiness, authz_default_domain: str | None = None
+        self,
+        engine: Engine,
+        readiness: Readiness,
+        authz_default_domain: str | None = None,
+        observer: Observer = NO_OBSERVER,
     ) -> None:
         self._engine = engine
         self._readiness = readiness
         self._authz_default_domain = authz_default_domain
+        self._observer = observer
 
-    async def should_rate_limit(self, data: bytes, context: CallContext | None = None) -> bytes:
-        """A serialized RateLimitResponse for a serialized RateLimitRequest; `context` is what
-        the call's metadata says of its origin."""
-        with self._call(context, "RateLimitRequest", tracing.RLS_SPAN_NAME) as call:
-            plan = self._engine.plan_for(
-                data, lambda: rls_codec.decode(rls_pb2.RateLimitRequest.FromString(data))
-            )
-            decision = await call.decide(self._engine, plan)
+    async def should_rate_limit(self, data: bytes, metadata: Metadata | None = None) -> bytes:
+        """A serialized RateLimitResponse for a serialized RateLimitRequest; `metadata` is
+        the call's (for logs and tracing)."""
+        if not self._readiness.serving:
+            raise GrpcError(UNAVAILABLE, "not serving")
+        tracing.bind(metadata)
+        span = TRACER.start(metadata, tracing.RLS_SPAN_NAME) if TRACER.enabled else None
+        started = time.perf_counter()
+        domain: str | None = None
+        decision: Decision | None = None
+        try:
+            plan = self._engine.plan_for(data, _decode_request)
+            domain = plan.domain
+            decision = await self._engine.decide(plan)
+        except BaseException as exc:
+            self._failed(exc, "RateLimitRequest", domain, started, span)
+            raise
+        code = _CODE_NAMES[decision.code]
+        self._observer.call(domain, code, time.perf_counter() - started)
+        if span is not None:
+            TRACER.end(span, domain, code, decision.store_s)
         if log.is_enabled_for(logging.DEBUG):
-            log.debug("decision", domain=call.domain, code=call.code, statuses=describe(decision))
-        return rls_wire.encode_response(decision)
+            log.debug("decision", domain=domain, code=code, statuses=describe(decision))
+        limits = plan.memo.get(_LIMITS_MEMO)
+        if limits is None:
+            limits = plan.memo[_LIMITS_MEMO] = rls_wire.current_limits(decision.statuses)
+        return rls_wire.encode_response(decision, limits)  # type: ignore[arg-type]
 
-    async def check(self, data: bytes, context: CallContext | None = None) -> bytes:
+    async def check(self, data: bytes, metadata: Metadata | None = None) -> bytes:
         """A serialized CheckResponse for a serialized CheckRequest (Envoy's ext_authz): the
         request's descriptors extracted as its domain's config says, then decided."""
-        with self._call(context, "CheckRequest", tracing.AUTHZ_SPAN_NAME) as call:
+        if not self._readiness.serving:
+            raise GrpcError(UNAVAILABLE, "not serving")
+        tracing.bind(metadata)
+        span = TRACER.start(metadata, tracing.AUTHZ_SPAN_NAME) if TRACER.enabled else None
+        started = time.perf_counter()
+        try:
             attributes = authz_codec.decode(external_auth_pb2.CheckRequest.FromString(data))
-            answer = await authz.authorize(
-                self._engine, attributes, self._authz_default_domain, call
-            )
+            answer = await authz.authorize(self._engine, attributes, self._authz_default_domain)
+        except BaseException as exc:
+            self._failed(exc, "CheckRequest", None, started, span)
+            raise
+        code = answer.verdict.value
+        self._observer.call(answer.domain, code, time.perf_counter() - started)
+        if span is not None:
+            TRACER.end(span, answer.domain, code, answer.store_s)
         if log.is_enabled_for(logging.DEBUG):
             log.debug(
                 "authz_decision",
@@ -76,32 +126,22 @@ class Rpc:
             )
         return authz_wire.encode_check_response(answer)
 
-    @contextlib.contextmanager
-    def _call(
-        self, context: CallContext | None, message: str, span_name: str
-    ) -> Iterator[metrics.Call]:
-        """One decision call, whichever RPC: refused while not serving, its origin bound to
-        the logs, traced, counted, and its failures turned into gRPC errors."""
-        if not self._readiness.serving:
-            raise GrpcError(UNAVAILABLE, "not serving")
-        if context is not None:
-            tracing.bind(context)
-        span = TRACER.start(context, span_name) if TRACER.enabled else None
-        call = metrics.Call()
-        try:
-            with metrics.counted(call):
-                yield call
-        except DecodeError as exc:
-            raise GrpcError(INVALID_ARGUMENT, f"malformed {message}: {exc}") from exc
-        except InvalidRequestError as exc:
-            raise GrpcError(INVALID_ARGUMENT, str(exc)) from exc
-        except StoreUnavailableError as exc:
-            raise GrpcError(UNAVAILABLE, str(exc)) from exc
-        finally:
-            if span is not None:
-                TRACER.end(span, call.domain, call.code, call.store_s)
+    def _failed(
+        self, exc: BaseException, message: str, domain: str | None, started: float, span: object
+    ) -> None:
+        """Count and trace a call that ended with `exc`; raise the GrpcError it is answered
+        with, if it is one a client caused (anything else is the transport's to answer)."""
+        status = error_status(exc)
+        code = NAMES[status]
+        self._observer.call(domain, code, time.perf_counter() - started)
+        if span is not None:
+            TRACER.end(span, domain, code, 0.0)
+        if isinstance(exc, GrpcError) or status not in (INVALID_ARGUMENT, UNAVAILABLE):
+            return
+        detail = f"malformed {message}: {exc}" if isinstance(exc, DecodeError) else str(exc)
+        raise GrpcError(status, detail) from exc
 
-    async def health_check(self, data: bytes) -> bytes:
+    async def health_check(self, data: bytes, _: Metadata | None = None) -> bytes:
         """A serialized HealthCheckResponse: SERVING while ready, NOT_SERVING otherwise."""
         try:
             asked = health_pb2.HealthCheckRequest.FromString(data).service
