@@ -139,7 +139,7 @@ def test_error_replies_reach_their_call_and_the_connection_goes_on(
 ) -> None:
     store = RedisStore(redis_url, timeout=5)
 
-    async def three_calls() -> list[Any]:
+    async def three_calls() -> tuple[Any, ...]:
         client = store._client
         return await asyncio.gather(
             client.execute("PING"),
