@@ -63,19 +63,16 @@ def build_store(settings: Settings, recorder: metrics.Recorder | None = None) ->
     the in-memory store, behind a circuit breaker; ValueError, naming the problem, for a bad
     URL. `recorder` counts its batches and circuit changes."""
     observer = recorder or NO_OBSERVER
-    store = factory.build_store(
+    return factory.build_store(
         settings.redis_url,
         timeout=settings.redis_timeout,
         memory_max_keys=settings.memory_max_keys,
         observer=observer,
-    )
-    if settings.redis_url is None:
-        return store  # the memory store cannot fail
-    return CircuitBreaker(
-        store,
-        threshold=settings.breaker_threshold,
-        cooldown_s=settings.breaker_cooldown,
-        observer=observer,
+        breaker=CircuitBreaker(
+            threshold=settings.breaker_threshold,
+            cooldown_s=settings.breaker_cooldown,
+            observer=observer,
+        ),
     )
 
 

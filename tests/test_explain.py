@@ -379,9 +379,9 @@ def test_peek_answers_what_the_real_request_then_gets(
 def test_the_circuit_breaker_refuses_peeks_while_open_and_never_counts_them(
     run: Run[Any], config: Config
 ) -> None:
-    down = RedisStore(f"redis://127.0.0.1:{free_port()}/0", timeout=0.5)
-    breaker = CircuitBreaker(down, threshold=1, cooldown_s=60)
-    engine = Engine(config, breaker)
+    breaker = CircuitBreaker(threshold=1, cooldown_s=60)
+    down = RedisStore(f"redis://127.0.0.1:{free_port()}/0", timeout=0.5, breaker=breaker)
+    engine = Engine(config, down)
     request = Request("api", (d("tenant=bob"),))
     found = run(explain(engine, request))
     assert found.store_error is not None
@@ -394,7 +394,7 @@ def test_the_circuit_breaker_refuses_peeks_while_open_and_never_counts_them(
     states.append(breaker.state)
     assert states == [BreakerState.CLOSED, BreakerState.OPEN]
     with pytest.raises(StoreError, match="circuit open"):
-        run(breaker.peek([]))
+        run(down.peek([]))
     run(down.close())
 
 

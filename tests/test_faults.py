@@ -47,8 +47,9 @@ class Service:
         self, own_redis: RedisServer, config: Path, loop: asyncio.AbstractEventLoop
     ) -> None:
         self.loop = loop
-        self.breaker = CircuitBreaker(RedisStore(own_redis.url, timeout=TIMEOUT_S), cooldown_s=0.5)
-        self.engine = Engine(load_config([config]), self.breaker)
+        self.breaker = CircuitBreaker(cooldown_s=0.5)
+        self.store = RedisStore(own_redis.url, timeout=TIMEOUT_S, breaker=self.breaker)
+        self.engine = Engine(load_config([config]), self.store)
 
     def decide(self) -> tuple[Decision, float]:
         started = time.perf_counter()
@@ -111,7 +112,7 @@ def service(
     svc = Service(own_redis, config, loop)
     assert from_redis(svc.decide()[0])
     yield svc
-    loop.run_until_complete(svc.breaker.close())
+    loop.run_until_complete(svc.store.close())
 
 
 def test_hung_redis(own_redis: RedisServer, service: Service) -> None:

@@ -2,7 +2,10 @@
 go, so under load one Redis round trip serves many decisions.
 
 The flush is scheduled with call_soon, on the same tick as the first submission: an idle
-server adds no latency, and there are no timers. Every request of a batch waits on the same
+server adds no latency, and there are no timers. While MAX_IN_FLIGHT batches await their
+answer, new requests keep gathering and go as one batch when an answer comes back: the
+busier the server, the bigger the batches, and the fewer round trips (each costs a write, a
+wakeup of Redis and a read, whatever its size). Every request of a batch waits on the same
 future (one per batch, not one per request), which a waiter's cancellation cannot cancel:
 a request whose client went away is cancelled once its batch is back, the others are
 unaffected.
@@ -20,6 +23,8 @@ from ratelimitd.observer import NO_OBSERVER, Observer
 from ratelimitd.storage.base import StoreError
 
 Send = Callable[[list[Sequence[Hit]]], Awaitable[list[list[Outcome]]]]
+# Batches sent and not yet answered, at most; a request waits at most for one answer more.
+MAX_IN_FLIGHT = 1
 # A batch's answer: one outcome list per request, or the exception that failed them all.
 Answer = list[list[Outcome]] | BaseException
 
@@ -38,9 +43,16 @@ class TickBatcher:
     """Gathers `submit` calls of one loop iteration and passes them to `send` together;
     reports every batch to `observer`."""
 
-    def __init__(self, send: Send, max_batch: int = 256, observer: Observer = NO_OBSERVER) -> None:
+    def __init__(
+        self,
+        send: Send,
+        max_batch: int = 256,
+        observer: Observer = NO_OBSERVER,
+        max_in_flight: int = MAX_IN_FLIGHT,
+    ) -> None:
         self._send = send
         self._max_batch = max_batch
+        self._max_in_flight = max_in_flight
         self._observer = observer
         self._pending: list[Sequence[Hit]] = []
         self._future: BatchFuture | None = None
@@ -54,7 +66,8 @@ class TickBatcher:
         if future is None:
             loop = asyncio.get_running_loop()
             future = self._future = BatchFuture(loop=loop)
-            loop.call_soon(self._flush)
+            if len(self._in_flight) < self._max_in_flight:
+                loop.call_soon(self._flush)  # else sent when an answer comes back
         index = len(pending)
         pending.append(hits)
         if index + 1 >= self._max_batch:
@@ -73,7 +86,11 @@ class TickBatcher:
         batch, self._pending, self._future = self._pending, [], None
         task = asyncio.ensure_future(self._deliver(batch, future))
         self._in_flight.add(task)
-        task.add_done_callback(self._in_flight.discard)
+        task.add_done_callback(self._answered)
+
+    def _answered(self, task: asyncio.Task[None]) -> None:
+        self._in_flight.discard(task)
+        self._flush()  # what gathered meanwhile
 
     async def _deliver(self, batch: list[Sequence[Hit]], future: BatchFuture) -> None:
         self.batches += 1

@@ -29,7 +29,7 @@ request order. All calls go out in one pipeline: one write per node, all nodes a
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from typing import Any
 
 from redis.asyncio.cluster import ClusterNode, RedisCluster
@@ -42,6 +42,7 @@ from ratelimitd.algorithms import Hit, Outcome
 from ratelimitd.observer import NO_OBSERVER, Observer
 from ratelimitd.storage.base import StoreError
 from ratelimitd.storage.batching import TickBatcher
+from ratelimitd.storage.breaker import CircuitBreaker
 from ratelimitd.storage.clock import Clock
 from ratelimitd.storage.redis import ScriptRunner, decode
 
@@ -67,6 +68,7 @@ class ClusterStore:
         password: str | None = None,
         clock: Clock | None = None,
         observer: Observer = NO_OBSERVER,
+        breaker: CircuitBreaker | None = None,
     ) -> None:
         self._client = RedisCluster(
             startup_nodes=[ClusterNode(host, port) for host, port in nodes],
@@ -79,21 +81,29 @@ class ClusterStore:
             retry=Retry(NoBackoff(), 0),
         )
         self._scripts = ScriptRunner(clock)
-        self._batcher = TickBatcher(self._send, observer=observer)
+        self._breaker = breaker
+        self._batcher = TickBatcher(self._round_trip, observer=observer)
         # Pipelines sent: one per batch, one more for its refunds, one more after a node
         # lost the scripts.
         self.round_trips = 0
 
-    async def apply(self, hits: Sequence[Hit]) -> list[Outcome]:
+    def apply(self, hits: Sequence[Hit]) -> Coroutine[Any, Any, list[Outcome]]:
         """Evaluate and commit one request's hits; raise StoreError on failure."""
-        return await self._batcher.submit(hits)
+        return self._batcher.submit(hits)
 
     async def peek(self, hits: Sequence[Hit]) -> list[Outcome]:
         """What apply(hits) would answer now, from dry runs of the same script calls (a
         request spanning slots gets the answer a single Redis would give); raise StoreError
         on failure."""
+        if self._breaker is not None:
+            self._breaker.check_closed()
         # Never batched: a dry run cannot share a call with requests that must commit.
         return (await self._send([hits], dry_run=True))[0]
+
+    async def _round_trip(self, requests: list[Sequence[Hit]]) -> list[list[Outcome]]:
+        if self._breaker is None:
+            return await self._send(requests)
+        return await self._breaker.call(lambda: self._send(requests))
 
     async def _send(
         self, requests: list[Sequence[Hit]], dry_run: bool = False

@@ -19,6 +19,7 @@ from urllib.parse import unquote
 
 from ratelimitd.observer import NO_OBSERVER, Observer
 from ratelimitd.storage.base import Store
+from ratelimitd.storage.breaker import CircuitBreaker
 from ratelimitd.storage.clock import Clock, wall_clock_us
 from ratelimitd.storage.cluster import ClusterStore
 from ratelimitd.storage.memory import DEFAULT_MAX_KEYS, MemoryStore
@@ -64,12 +65,14 @@ def build_store(
     clock: Clock | None = None,
     memory_max_keys: int = DEFAULT_MAX_KEYS,
     observer: Observer = NO_OBSERVER,
+    breaker: CircuitBreaker | None = None,
 ) -> Store:
     """The store `url` names, or the in-memory store (of at most `memory_max_keys` counters)
-    for None. `timeout` bounds every Redis call in seconds; `clock` (tests only) replaces Redis
-    TIME, or the memory store's clock; `observer` hears of every batch sent to Redis.
+        for None. `timeout` bounds every Redis call in seconds; `clock` (tests only) replaces Redis
+        TIME, or the memory store's clock; `observer` hears of every batch sent to Redis;
+    `breaker` guards the round trips to Redis (the memory store has none).
 
-    Raises ValueError, naming the problem, for an unknown scheme or a malformed URL.
+        Raises ValueError, naming the problem, for an unknown scheme or a malformed URL.
     """
     if url is None:
         return MemoryStore(clock or wall_clock_us, memory_max_keys)
@@ -80,7 +83,7 @@ def build_store(
         if database:
             _database(database, scheme)
         try:
-            return RedisStore(url, timeout=timeout, clock=clock, observer=observer)
+            return RedisStore(url, timeout=timeout, clock=clock, observer=observer, breaker=breaker)
         except ValueError as exc:
             # redis-py's messages quote the bad part (a port, an option), never the password.
             raise ValueError(f"{scheme} URL: {exc}") from None
@@ -95,6 +98,7 @@ def build_store(
             db=servers.db,
             clock=clock,
             observer=observer,
+            breaker=breaker,
         )
     return ClusterStore(
         servers.hosts,
@@ -103,6 +107,7 @@ def build_store(
         password=servers.password,
         clock=clock,
         observer=observer,
+        breaker=breaker,
     )
 
 

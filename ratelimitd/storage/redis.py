@@ -8,7 +8,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import ssl
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from importlib import resources
 from typing import Any, NamedTuple
 
@@ -21,6 +21,7 @@ from ratelimitd.config.model import Limit
 from ratelimitd.observer import NO_OBSERVER, Observer
 from ratelimitd.storage.base import StoreError
 from ratelimitd.storage.batching import TickBatcher
+from ratelimitd.storage.breaker import CircuitBreaker
 from ratelimitd.storage.clock import Clock
 from ratelimitd.storage.resp import RespClient, RespError
 
@@ -200,23 +201,36 @@ class ClientStore:
         clock: Clock | None = None,
         batch: bool = True,
         observer: Observer = NO_OBSERVER,
+        breaker: CircuitBreaker | None = None,
     ) -> None:
         self._client = client
         self._script = ScriptRunner(clock)
-        self._batcher = TickBatcher(self._send, observer=observer) if batch else None
+        self._breaker = breaker
+        self._batcher = TickBatcher(self._round_trip, observer=observer) if batch else None
         self.round_trips = 0
 
-    async def apply(self, hits: Sequence[Hit]) -> list[Outcome]:
+    def apply(self, hits: Sequence[Hit]) -> Coroutine[Any, Any, list[Outcome]]:
         """Evaluate and commit one request's hits; raise StoreError on failure."""
+        # The batcher's coroutine itself, not one wrapping it: one frame less per request.
         if self._batcher is not None:
-            return await self._batcher.submit(hits)
-        return (await self._send([hits]))[0]
+            return self._batcher.submit(hits)
+        return self._apply_alone(hits)
+
+    async def _apply_alone(self, hits: Sequence[Hit]) -> list[Outcome]:
+        return (await self._round_trip([hits]))[0]
 
     async def peek(self, hits: Sequence[Hit]) -> list[Outcome]:
         """What apply(hits) would answer now, from a dry run of the same script; raise
         StoreError on failure."""
+        if self._breaker is not None:
+            self._breaker.check_closed()
         # Never batched: a dry run cannot share a call with requests that must commit.
         return (await self._send([hits], dry_run=True))[0]
+
+    async def _round_trip(self, requests: list[Sequence[Hit]]) -> list[list[Outcome]]:
+        if self._breaker is None:
+            return await self._send(requests)
+        return await self._breaker.call(lambda: self._send(requests))
 
     async def _send(
         self, requests: list[Sequence[Hit]], dry_run: bool = False
@@ -300,5 +314,12 @@ class RedisStore(ClientStore):
         clock: Clock | None = None,
         batch: bool = True,
         observer: Observer = NO_OBSERVER,
+        breaker: CircuitBreaker | None = None,
     ) -> None:
-        super().__init__(client_from_url(url, timeout), clock=clock, batch=batch, observer=observer)
+        super().__init__(
+            client_from_url(url, timeout),
+            clock=clock,
+            batch=batch,
+            observer=observer,
+            breaker=breaker,
+        )

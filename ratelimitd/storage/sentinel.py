@@ -9,6 +9,7 @@ from redis.asyncio.sentinel import Sentinel
 from redis.exceptions import RedisError
 
 from ratelimitd.observer import NO_OBSERVER, Observer
+from ratelimitd.storage.breaker import CircuitBreaker
 from ratelimitd.storage.clock import Clock
 from ratelimitd.storage.redis import ClientStore
 from ratelimitd.storage.resp import RespClient, RespConnectionError
@@ -34,6 +35,7 @@ class SentinelStore(ClientStore):
         db: int = 0,
         clock: Clock | None = None,
         observer: Observer = NO_OBSERVER,
+        breaker: CircuitBreaker | None = None,
     ) -> None:
         # redis-py asks the sentinels; the master's connection is ours (storage/resp), opened
         # again at whatever address they name after a failover. (redis-py leaves Sentinel's
@@ -51,7 +53,7 @@ class SentinelStore(ClientStore):
             return str(host), int(port)
 
         client = RespClient(master, timeout=timeout, username=username, password=password, db=db)
-        super().__init__(client, clock=clock, observer=observer)
+        super().__init__(client, clock=clock, observer=observer, breaker=breaker)
 
     async def close(self) -> None:
         """Close the master's and the sentinels' connections."""

@@ -10,7 +10,6 @@ is faster than any Python parser.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 
 from ratelimitd.config.model import Unit
@@ -36,6 +35,11 @@ def varint(value: int) -> bytes:
     """`value` as a base-128 varint."""
     if value < 0x80:
         return _ONE_BYTE[value]
+    # The usual remaining counts and seconds, without the loop.
+    if value < 0x4000:
+        return bytes(((value & 0x7F) | 0x80, value >> 7))
+    if value < 0x200000:
+        return bytes(((value & 0x7F) | 0x80, ((value >> 7) & 0x7F) | 0x80, value >> 14))
     out = bytearray()
     put_varint(out, value)
     return bytes(out)
@@ -79,12 +83,27 @@ def current_limits(statuses: Sequence[Status]) -> tuple[bytes, ...]:
     return tuple(fields)
 
 
-# Bounded: header names come from the code (Retry-After, the rate limit fields), not clients.
-@functools.lru_cache(maxsize=64)
-def _header_key(key: str) -> bytes:
-    """A HeaderValue's key field, followed by the tag of its value field."""
-    encoded = key.encode()
-    return b"\x0a" + _length(len(encoded)) + encoded + b"\x12"
+# Encoded response_headers_to_add fields by (name, value): most values repeat from one answer
+# to the next (a limit's policy, seconds to reset), and a lookup costs less than encoding.
+_HEADER_FIELDS: dict[tuple[str, str], bytes] = {}
+_HEADER_FIELDS_KEPT = 4096
+
+
+def _header_field(key: str, value: str) -> bytes:
+    """One response_headers_to_add entry: a HeaderValue with its key and, if not empty,
+    its value."""
+    field = _HEADER_FIELDS.get((key, value))
+    if field is None:
+        name = key.encode()
+        header = b"\x0a" + _length(len(name)) + name
+        if value:
+            data = value.encode()
+            header += b"\x12" + _length(len(data)) + data
+        field = b"\x1a" + _length(len(header)) + header
+        if len(_HEADER_FIELDS) >= _HEADER_FIELDS_KEPT:
+            _HEADER_FIELDS.clear()  # values that did not repeat (remaining counts) wash out
+        _HEADER_FIELDS[key, value] = field
+    return field
 
 
 def _length(size: int) -> bytes:
@@ -101,7 +120,7 @@ def encode_response(decision: Decision, limits: Sequence[bytes] | None = None) -
         limits = current_limits(decision.statuses)
     # Concatenated bytes: on this path, fewer and cheaper steps than bytearray appends.
     parts = [_CODES[decision.code]]  # overall_code
-    for status, limit in zip(decision.statuses, limits, strict=True):
+    for status, limit in zip(decision.statuses, limits, strict=False):  # equal by contract
         item = _CODES[status.code] + limit  # code, current_limit
         remaining = status.remaining
         if remaining:
@@ -118,12 +137,7 @@ def encode_response(decision: Decision, limits: Sequence[bytes] | None = None) -
                 item += b"\x22\x00"  # duration_until_reset
         parts.append(b"\x12" + _length(len(item)) + item)  # statuses
     for key, value in decision.response_headers:
-        if value:
-            data = value.encode()
-            header = _header_key(key) + _length(len(data)) + data
-        else:
-            header = _header_key(key)[:-1]  # no value field
-        parts.append(b"\x1a" + _length(len(header)) + header)  # response_headers_to_add
+        parts.append(_header_field(key, value))  # response_headers_to_add
     if decision.body:
         parts.append(b"\x2a" + _length(len(decision.body)) + decision.body)  # raw_body
     return b"".join(parts)

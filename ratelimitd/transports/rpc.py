@@ -69,6 +69,8 @@ class Rpc:
         self._readiness = readiness
         self._authz_default_domain = authz_default_domain
         self._observer = observer
+        # Logging is configured before any Rpc exists; asking per call costs more than a flag.
+        self._debug = log.is_enabled_for(logging.DEBUG)
 
     async def should_rate_limit(self, data: bytes, metadata: Metadata | None = None) -> bytes:
         """A serialized RateLimitResponse for a serialized RateLimitRequest; `metadata` is
@@ -91,7 +93,7 @@ class Rpc:
         self._observer.call(domain, code, time.perf_counter() - started)
         if span is not None:
             TRACER.end(span, domain, code, decision.store_s)
-        if log.is_enabled_for(logging.DEBUG):
+        if self._debug:
             log.debug("decision", domain=domain, code=code, statuses=describe(decision))
         limits = plan.memo.get(_LIMITS_MEMO)
         if limits is None:
@@ -116,7 +118,7 @@ class Rpc:
         self._observer.call(answer.domain, code, time.perf_counter() - started)
         if span is not None:
             TRACER.end(span, answer.domain, code, answer.store_s)
-        if log.is_enabled_for(logging.DEBUG):
+        if self._debug:
             log.debug(
                 "authz_decision",
                 domain=answer.domain,
