@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import itertools
 import os
+import re
 import signal
 import sys
 import time
@@ -14,6 +15,7 @@ import urllib.request
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Protocol
+from urllib.parse import quote
 
 import structlog
 from pyvoy import PyvoyServer
@@ -174,6 +176,12 @@ class _EnvoyWorker:
         await self._server.stop()
 
 
+# pyvoy's HTTP connection manager (stat_prefix ingress_http) serves the app; Envoy's admin
+# listener has one of its own (http.admin.*), which counts the /stats request asking.
+_ACTIVE_REQUESTS = "http.ingress_http.downstream_rq_active"
+_ACTIVE_FILTER = quote(f"^{re.escape(_ACTIVE_REQUESTS)}$")
+
+
 def _drain(admin: str, grace: float) -> None:
     """Close the listeners of the Envoy at `admin`, then wait (at most `grace` seconds) until
     it has no request in flight."""
@@ -183,10 +191,11 @@ def _drain(admin: str, grace: float) -> None:
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline:
         with urllib.request.urlopen(
-            f"http://{admin}/stats?filter=downstream_rq_active$", timeout=1
+            f"http://{admin}/stats?filter={_ACTIVE_FILTER}", timeout=1
         ) as response:
             lines = response.read().decode().splitlines()
-        if sum(int(line.rpartition(":")[2]) for line in lines if ":" in line) == 0:
+        # No such line (a pyvoy that names its stats otherwise): wait the whole grace.
+        if lines and all(line.rpartition(":")[2].strip() == "0" for line in lines):
             return
         time.sleep(0.05)
 
