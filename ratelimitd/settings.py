@@ -30,6 +30,8 @@ ENV_PREFIX = "RATELIMITD_"
 DRAIN_MARKER_ENV = f"{ENV_PREFIX}DRAIN_MARKER"
 # Internal, likewise: a file the supervisor rewrites on SIGHUP, each time with new contents.
 RELOAD_MARKER_ENV = f"{ENV_PREFIX}RELOAD_MARKER"
+# Internal, likewise: a file a worker creates once it serves.
+READY_MARKER_ENV = f"{ENV_PREFIX}READY_MARKER"
 
 
 class Transport(enum.Enum):
