@@ -1,5 +1,6 @@
-"""`ratelimitd serve`: validate the config, then run the service — in this process (grpc, one
-worker) or as supervised worker processes (asgi under pyvoy, or several workers)."""
+"""`ratelimitd serve`: validate the config and the listen addresses, then run the service — in
+this process (grpc, one worker) or as supervised worker processes (asgi under pyvoy, or
+several workers)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import structlog
 from ratelimitd import service, tracing
 from ratelimitd.config.model import Config
 from ratelimitd.markers import WorkerLink
+from ratelimitd.ports import addresses_free
 from ratelimitd.settings import Settings, Transport, split_address
 from ratelimitd.storage import factory
 from ratelimitd.storage.base import Store
@@ -58,6 +60,9 @@ async def serve(settings: Settings) -> int:
         log.error(
             "workers_need_redis", workers=workers, reason="the in-memory store is per process"
         )
+        return 1
+    if not addresses_free(settings):
+        await store.close()
         return 1
     if settings.transport is Transport.ASGI or workers > 1:
         starter = asgi_starter if settings.transport is Transport.ASGI else grpc_starter
