@@ -16,6 +16,7 @@ from ratelimitd.config.model import Config, Rule
 from ratelimitd.engine import Engine
 from ratelimitd.messages import Code, InvalidRequestError, StoreUnavailableError
 from ratelimitd.protos.envoy.service.ratelimit.v3 import rls_pb2
+from ratelimitd.storage.base import Store
 from ratelimitd.transports import rls_codec, rls_wire
 from ratelimitd.transports.errors import error_status
 from ratelimitd.transports.grpc_status import NAMES
@@ -30,6 +31,15 @@ class Readiness:
     """Whether the process should receive traffic (false while starting and draining)."""
 
     serving: bool = False
+
+
+async def store_answers(store: Store) -> bool:
+    """Whether the store answers a ping, within HEALTH_PING_TIMEOUT_S whatever its own
+    timeout: a probe must get an answer quickly."""
+    try:
+        return await asyncio.wait_for(store.ping(), HEALTH_PING_TIMEOUT_S)
+    except TimeoutError:
+        return False
 
 
 def describe(rule: Rule) -> str:
@@ -67,12 +77,7 @@ def routes(
     async def healthcheck(_: bytes) -> Response:
         if not readiness.serving:
             return text(HTTPStatus.SERVICE_UNAVAILABLE, "not serving")
-        try:
-            # A probe must get an answer quickly, whatever the store's own timeout.
-            reachable = await asyncio.wait_for(engine.store.ping(), HEALTH_PING_TIMEOUT_S)
-        except TimeoutError:
-            reachable = False
-        if not reachable:
+        if not await store_answers(engine.store):
             return text(HTTPStatus.SERVICE_UNAVAILABLE, "store unavailable")
         return text(HTTPStatus.OK, "OK")
 

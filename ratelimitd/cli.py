@@ -10,6 +10,8 @@ import os
 import sys
 from collections.abc import Mapping, Sequence
 
+import structlog
+
 from ratelimitd import __version__, explain, logs, reference_env, simulate
 from ratelimitd.config.loader import check_paths
 from ratelimitd.settings import add_serve_arguments, settings_from
@@ -22,7 +24,10 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"ratelimitd {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
-    serve = commands.add_parser("serve", help="run the gRPC and HTTP service")
+    # A short usage line: argparse's own lists every flag, burying the error printed below it.
+    serve = commands.add_parser(
+        "serve", help="run the gRPC and HTTP service", usage="%(prog)s --config PATH [options]"
+    )
     add_serve_arguments(serve, environ)
     check = commands.add_parser(
         "check", help="validate config files; print file:line: message per error"
@@ -81,4 +86,14 @@ def _run(argv: Sequence[str] | None, environ: Mapping[str, str] | None) -> int:
     # Imported here so that `check` starts without loading grpc and redis.
     from ratelimitd.server import serve
 
-    return asyncio.run(serve(settings))
+    try:
+        return asyncio.run(serve(settings))
+    except Exception as exc:
+        # Unforeseen (the foreseen failures are logged where they happen): one line, and the
+        # traceback only for whoever asked for debug output.
+        structlog.get_logger(__name__).error(
+            "serve_failed",
+            error=f"{type(exc).__name__}: {exc}",
+            exc_info=settings.log_level == "debug",
+        )
+        return 1

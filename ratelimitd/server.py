@@ -1,5 +1,6 @@
-"""`ratelimitd serve`: validate the config, then run the service — in this process (grpc, one
-worker) or as supervised worker processes (asgi under pyvoy, or several workers)."""
+"""`ratelimitd serve`: validate the config and the listen addresses, then run the service — in
+this process (grpc, one worker) or as supervised worker processes (asgi under pyvoy, or
+several workers)."""
 
 from __future__ import annotations
 
@@ -9,12 +10,15 @@ import os
 import signal
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import structlog
 
 from ratelimitd import service, tracing
 from ratelimitd.config.model import Config
+from ratelimitd.markers import WorkerLink
 from ratelimitd.metrics import Recorder
+from ratelimitd.ports import addresses_free
 from ratelimitd.settings import Settings, Transport, split_address
 from ratelimitd.storage import factory
 from ratelimitd.storage.base import Store
@@ -29,6 +33,8 @@ log = structlog.get_logger(__name__)
 
 async def serve(settings: Settings) -> int:
     """Run the service; return the process exit code."""
+    # Before the config loads: a reload the supervisor asks for from now on must count.
+    link = WorkerLink.from_environment(os.environ)
     config = service.load(settings)
     if config is None:
         return 1
@@ -49,23 +55,56 @@ async def serve(settings: Settings) -> int:
     except ValueError as exc:
         log.error("bad_redis_url", error=str(exc))
         return 1
+    if link is not None:  # a supervisor's worker: the supervisor checked and reports the rest
+        return await serve_grpc(settings, config, store, recorder, link)
     workers = settings.worker_count
     if workers > 1 and not settings.redis_url:
         log.error(
             "workers_need_redis", workers=workers, reason="the in-memory store is per process"
         )
         return 1
-    if settings.transport is Transport.ASGI or workers > 1:
+    if not addresses_free(settings):
         await store.close()
+        return 1
+    if settings.transport is Transport.ASGI or workers > 1:
         starter = asgi_starter if settings.transport is Transport.ASGI else grpc_starter
-        with tempfile.TemporaryDirectory(prefix="ratelimitd-") as scratch:
-            return await supervise(starter(settings, Path(scratch)), workers)
-    return await serve_grpc(settings, config, store, recorder)
+        try:
+            async with service.store_reported(store, settings.redis_url):
+                with tempfile.TemporaryDirectory(prefix="ratelimitd-") as scratch:
+                    return await supervise(
+                        starter(settings, Path(scratch)),
+                        workers,
+                        Path(scratch),
+                        serving_fields(settings, config),
+                    )
+        finally:
+            await store.close()
+    return await serve_grpc(settings, config, store, recorder, None)
 
 
-async def serve_grpc(settings: Settings, config: Config, store: Store, recorder: Recorder) -> int:
-    """One process serving gRPC (grpc.aio) and the HTTP endpoints until SIGTERM/SIGINT,
-    reloading the config when its files change or on SIGHUP."""
+def serving_fields(settings: Settings, config: Config) -> dict[str, Any]:
+    """What the `serving` event tells about a service that has started, whatever its
+    transport."""
+    return {
+        "transport": settings.transport.value,
+        "grpc_addr": settings.grpc_addr,
+        "http_addr": settings.http_addr,
+        "workers": settings.worker_count,
+        "files": list(config.files),
+        "domains": sorted(config.domains),
+        "rules": len(config.rules),
+        "store": factory.redact(settings.redis_url) if settings.redis_url else "memory",
+        "default_algorithm": settings.default_algorithm,
+        "failure_mode": settings.failure_mode.value,
+    }
+
+
+async def serve_grpc(
+    settings: Settings, config: Config, store: Store, recorder: Recorder, link: WorkerLink | None
+) -> int:
+    """Serve gRPC (grpc.aio) and the HTTP endpoints in this process until SIGTERM/SIGINT,
+    reloading the config when its files change, on SIGHUP, and, as a worker (`link`), when
+    its supervisor asks; everything counted by `recorder`."""
     TRACER.configure(settings.tracing)
     running_service = service.build(settings, config, store, recorder)
     reloader = running_service.reloader
@@ -74,6 +113,8 @@ async def serve_grpc(settings: Settings, config: Config, store: Store, recorder:
         # Unwound in reverse: gRPC drains first, then HTTP stops, then the reloader and the
         # store.
         running.push_async_callback(store.close)
+        if link is None:  # the process started alone: no supervisor reports on the store
+            await running.enter_async_context(service.store_reported(store, settings.redis_url))
         running_service.start()
         running.push_async_callback(running_service.stop)
         try:
@@ -98,17 +139,18 @@ async def serve_grpc(settings: Settings, config: Config, store: Store, recorder:
             log.error("listen_failed", error=str(exc))
             return 1
         running_service.readiness.serving = True
-        log.info(
-            "serving",
-            transport="grpc",
-            pid=os.getpid(),
-            grpc_addr=settings.grpc_addr,
-            http_addr=settings.http_addr,
-            store=factory.redact(settings.redis_url) if settings.redis_url else "memory",
-            domains=sorted(config.domains),
-            rules=len(config.rules),
-            files=list(config.files),
-        )
+        if link is None:
+            log.info("serving", pid=os.getpid(), **serving_fields(settings, config))
+        else:
+            running.push_async_callback(link.stop)
+            link.serve(reloader, running_service.readiness)
+            log.info(
+                "worker_serving",
+                transport=settings.transport.value,
+                pid=os.getpid(),
+                grpc_addr=settings.grpc_addr,
+                http_addr=settings.http_addr,
+            )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import structlog
@@ -14,7 +15,7 @@ from ratelimitd import admin, metrics
 from ratelimitd.config.errors import InvalidConfigError
 from ratelimitd.config.loader import load_config
 from ratelimitd.config.model import Config, Defaults
-from ratelimitd.config.watch import ConfigReloader
+from ratelimitd.config.watch import ConfigReloader, log_config
 from ratelimitd.engine import Engine
 from ratelimitd.observer import NO_OBSERVER, watch_loop_lag
 from ratelimitd.overlimit_cache import OverLimitCache
@@ -25,6 +26,9 @@ from ratelimitd.storage.breaker import CircuitBreaker
 from ratelimitd.transports.http import Routes
 
 log = structlog.get_logger(__name__)
+
+# While the store is unreachable at start: how often to ping it, to tell when it is back.
+STORE_RETRY_S = 1.0
 
 
 @dataclass(slots=True)
@@ -111,6 +115,7 @@ def build(settings: Settings, config: Config, store: Store, recorder: metrics.Re
         gc.freeze()
 
     apply(config)
+    log_config("config_loaded", config)
 
     return Service(
         engine,
@@ -127,3 +132,31 @@ def build(settings: Settings, config: Config, store: Store, recorder: metrics.Re
         ),
         recorder,
     )
+
+
+@contextlib.asynccontextmanager
+async def store_reported(store: Store, url: str | None) -> AsyncIterator[None]:
+    """Ping the store (named by `url`; None: the in-memory store, which cannot fail) at
+    once; when it does not answer, log a warning, and once it answers again, an info line.
+    Meanwhile it is pinged every STORE_RETRY_S, never on the request path; the watch ends
+    with the context."""
+    if url is None or await admin.store_answers(store):
+        yield
+        return
+    shown = factory.redact(url)
+    log.warning("store_unreachable", store=shown, retry_s=STORE_RETRY_S)
+    watch = asyncio.ensure_future(_until_reachable(store, shown))
+    try:
+        yield
+    finally:
+        watch.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watch
+
+
+async def _until_reachable(store: Store, shown: str) -> None:
+    while True:
+        await asyncio.sleep(STORE_RETRY_S)
+        if await admin.store_answers(store):
+            log.info("store_reachable", store=shown)
+            return

@@ -31,6 +31,8 @@ ENV_PREFIX = "RATELIMITD_"
 DRAIN_MARKER_ENV = f"{ENV_PREFIX}DRAIN_MARKER"
 # Internal, likewise: a file the supervisor rewrites on SIGHUP, each time with new contents.
 RELOAD_MARKER_ENV = f"{ENV_PREFIX}RELOAD_MARKER"
+# Internal, likewise: a file a worker creates once it serves.
+READY_MARKER_ENV = f"{ENV_PREFIX}READY_MARKER"
 
 
 class Transport(enum.Enum):
@@ -222,6 +224,14 @@ def _positive_seconds(text: str) -> float:
     return value
 
 
+def _address(text: str) -> str:
+    try:
+        split_address(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
 def _key_prefix(text: str) -> str:
     if "{" in text or "}" in text:
         raise argparse.ArgumentTypeError(f"'{text}': a key prefix cannot contain '{{' or '}}'")
@@ -252,9 +262,15 @@ def add_serve_arguments(parser: argparse.ArgumentParser, environ: Mapping[str, s
         help="config file or directory; repeatable "
         f"[env {env_name('--config')}, paths separated by '{os.pathsep}']",
     )
-    option("--grpc-addr", "gRPC listen address", defaults.grpc_addr, metavar="HOST:PORT")
     option(
-        "--http-addr", "HTTP listen address (/healthcheck)", defaults.http_addr, metavar="HOST:PORT"
+        "--grpc-addr", "gRPC listen address", defaults.grpc_addr, metavar="HOST:PORT", type=_address
+    )
+    option(
+        "--http-addr",
+        "HTTP listen address (/healthcheck)",
+        defaults.http_addr,
+        metavar="HOST:PORT",
+        type=_address,
     )
     option(
         "--redis-url",
@@ -452,8 +468,12 @@ def settings_from_environment(environ: Mapping[str, str]) -> Settings:
 
 
 def split_address(address: str) -> tuple[str, int]:
-    """'host:port' or '[v6]:port' -> (host, port)."""
+    """'host:port' or '[v6]:port' -> (host, port); ValueError, naming what is wrong, for
+    anything else."""
     host, sep, port = address.rpartition(":")
     if not sep or not port.isdigit():
-        raise ValueError(f"'{address}' is not HOST:PORT")
+        example = f"127.0.0.1:{port if port.isdigit() else 8081}"
+        raise ValueError(f"'{address}' is not HOST:PORT (for example {example})")
+    if int(port) > 65535:
+        raise ValueError(f"'{address}': port {port} is out of range (0-65535)")
     return host.strip("[]") or "0.0.0.0", int(port)

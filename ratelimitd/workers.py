@@ -1,5 +1,7 @@
-"""Worker processes sharing the listening ports (SO_REUSEPORT): started, restarted when they
-die, told to reload their config on SIGHUP, and stopped together on SIGTERM or SIGINT."""
+"""Worker processes sharing the listening ports (SO_REUSEPORT): started, announced once all
+serve, restarted when they die, told to reload their config on SIGHUP, and stopped together on
+SIGTERM or SIGINT. The supervisor talks to them through files in its scratch directory (see
+markers.py)."""
 
 from __future__ import annotations
 
@@ -7,22 +9,26 @@ import asyncio
 import contextlib
 import itertools
 import os
+import re
 import signal
 import sys
 import time
 import urllib.request
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Protocol
+from urllib.parse import quote
 
 import structlog
 from pyvoy import PyvoyServer
 
 from ratelimitd import reference_env
+from ratelimitd.markers import write_marker
 from ratelimitd.metrics import MULTIPROC_ENV
 from ratelimitd.settings import (
     DRAIN_MARKER_ENV,
     ENV_PREFIX,
+    READY_MARKER_ENV,
     RELOAD_MARKER_ENV,
     Settings,
     split_address,
@@ -32,6 +38,7 @@ log = structlog.get_logger(__name__)
 
 ASGI_APP = "ratelimitd.transports.asgi:app"
 _MAX_BACKOFF_S = 30.0
+_READY_POLL_S = 0.05
 
 
 class Worker(Protocol):
@@ -45,9 +52,9 @@ class Worker(Protocol):
         """Ask it to exit and wait until it has."""
         ...
 
-    def reload(self) -> None:
-        """Ask it to reload its config."""
-        ...
+
+# Starts one worker, which creates the file it is given once it serves.
+Starter = Callable[[Path], Awaitable[Worker]]
 
 
 class _Subprocess:
@@ -60,10 +67,6 @@ class _Subprocess:
     async def wait(self) -> int | None:
         return await self._process.wait()
 
-    def reload(self) -> None:
-        if self._process.returncode is None:
-            self._process.send_signal(signal.SIGHUP)
-
     async def stop(self) -> None:
         if self._process.returncode is None:
             self._process.terminate()
@@ -74,9 +77,15 @@ class _Subprocess:
                 await self._process.wait()
 
 
+def reload_marker(scratch: Path) -> Path:
+    """The reload marker of the workers of the supervisor whose scratch directory this is."""
+    return scratch / "reload"
+
+
 def worker_environment(settings: Settings, scratch: Path) -> dict[str, str]:
     """The environment of a worker: ours, with the settings as RATELIMITD_* variables, and
-    the metrics directory all workers share (in `scratch`, which the supervisor removes)."""
+    the metrics directory and reload marker all workers share (in `scratch`, which the
+    supervisor removes)."""
     # The settings carry everything: neither our variables nor the reference's are inherited.
     inherited = {
         k: v
@@ -88,36 +97,41 @@ def worker_environment(settings: Settings, scratch: Path) -> dict[str, str]:
     return (
         inherited
         | settings.to_environment()
-        | {f"{ENV_PREFIX}WORKERS": "1", MULTIPROC_ENV: str(metrics_dir)}
+        | {
+            f"{ENV_PREFIX}WORKERS": "1",
+            MULTIPROC_ENV: str(metrics_dir),
+            RELOAD_MARKER_ENV: str(reload_marker(scratch)),
+        }
     )
 
 
-def grpc_starter(settings: Settings, scratch: Path) -> Callable[[], Awaitable[Worker]]:
+def grpc_starter(settings: Settings, scratch: Path) -> Starter:
     """Starts one `ratelimitd serve` process with the grpc transport."""
     environment = worker_environment(settings, scratch)
 
-    async def start() -> Worker:
+    async def start(ready_marker: Path) -> Worker:
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "ratelimitd", "serve", env=environment
+            sys.executable,
+            "-m",
+            "ratelimitd",
+            "serve",
+            env=environment | {READY_MARKER_ENV: str(ready_marker)},
         )
         return _Subprocess(process, settings.drain_timeout + 5)
 
     return start
 
 
-def asgi_starter(settings: Settings, scratch: Path) -> Callable[[], Awaitable[Worker]]:
+def asgi_starter(settings: Settings, scratch: Path) -> Starter:
     """Starts one Envoy process hosting the ASGI app (pyvoy). Creating the drain marker in
-    `scratch` tells every worker's app to stop serving; each worker also gets a reload marker
-    of its own there."""
+    `scratch` tells every worker's app to stop serving."""
     host, port = split_address(settings.grpc_addr)
     drain_marker = scratch / "draining"
     environment = worker_environment(settings, scratch) | {DRAIN_MARKER_ENV: str(drain_marker)}
-    reload_markers = (scratch / f"reload-{n}" for n in itertools.count())
 
     tls = settings.tls()
 
-    async def start() -> Worker:
-        reload_marker = next(reload_markers)
+    async def start(ready_marker: Path) -> Worker:
         server = PyvoyServer(
             ASGI_APP,
             address=host,
@@ -130,12 +144,12 @@ def asgi_starter(settings: Settings, scratch: Path) -> Callable[[], Awaitable[Wo
             tls_enable_http3=False,
             lifespan=True,
             log_level="error",
-            env=environment | {RELOAD_MARKER_ENV: str(reload_marker)},
+            env=environment | {READY_MARKER_ENV: str(ready_marker)},
             stdout=None,
             stderr=None,
         )
         await server.start()
-        return _EnvoyWorker(server, settings.drain_timeout, drain_marker, reload_marker)
+        return _EnvoyWorker(server, settings.drain_timeout, drain_marker)
 
     return start
 
@@ -143,25 +157,13 @@ def asgi_starter(settings: Settings, scratch: Path) -> Callable[[], Awaitable[Wo
 class _EnvoyWorker:
     """A pyvoy Envoy process; stopping it drains in-flight requests first."""
 
-    def __init__(
-        self, server: PyvoyServer, grace: float, drain_marker: Path, reload_marker: Path
-    ) -> None:
+    def __init__(self, server: PyvoyServer, grace: float, drain_marker: Path) -> None:
         self._server = server
         self._grace = grace
         self._drain_marker = drain_marker
-        self._reload_marker = reload_marker
-        self._reloads = 0
 
     async def wait(self) -> int | None:
         return await self._server.wait()
-
-    def reload(self) -> None:
-        # Envoy keeps SIGHUP to itself ("caught and eating SIGHUP"), and the app's event loop
-        # is not on the main thread, so it cannot take signals: it watches this file instead.
-        self._reloads += 1
-        staged = self._reload_marker.with_suffix(".new")
-        staged.write_text(str(self._reloads))
-        staged.replace(self._reload_marker)  # new contents at once: one change, one reload
 
     async def stop(self) -> None:
         # Envoy exits at once on SIGTERM, cutting requests in flight: stop its listeners
@@ -174,6 +176,12 @@ class _EnvoyWorker:
         await self._server.stop()
 
 
+# pyvoy's HTTP connection manager (stat_prefix ingress_http) serves the app; Envoy's admin
+# listener has one of its own (http.admin.*), which counts the /stats request asking.
+_ACTIVE_REQUESTS = "http.ingress_http.downstream_rq_active"
+_ACTIVE_FILTER = quote(f"^{re.escape(_ACTIVE_REQUESTS)}$")
+
+
 def _drain(admin: str, grace: float) -> None:
     """Close the listeners of the Envoy at `admin`, then wait (at most `grace` seconds) until
     it has no request in flight."""
@@ -183,36 +191,64 @@ def _drain(admin: str, grace: float) -> None:
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline:
         with urllib.request.urlopen(
-            f"http://{admin}/stats?filter=downstream_rq_active$", timeout=1
+            f"http://{admin}/stats?filter={_ACTIVE_FILTER}", timeout=1
         ) as response:
             lines = response.read().decode().splitlines()
-        if sum(int(line.rpartition(":")[2]) for line in lines if ":" in line) == 0:
+        # No such line (a pyvoy that names its stats otherwise): wait the whole grace.
+        if lines and all(line.rpartition(":")[2].strip() == "0" for line in lines):
             return
         time.sleep(0.05)
 
 
-def _reload(workers: Sequence[Worker]) -> None:
-    log.info("reload_requested", workers=len(workers))
-    for worker in workers:
-        worker.reload()
+def _reload(marker: Path, generations: Iterator[int]) -> None:
+    generation = next(generations)
+    log.info("reload_requested", generation=generation)
+    # Every worker, alive now or started later, compares this with what it read before
+    # loading its config (see markers.py): no worker can miss it.
+    write_marker(marker, str(generation))
 
 
-async def supervise(start: Callable[[], Awaitable[Worker]], count: int) -> int:
-    """Run `count` workers until SIGTERM/SIGINT, restarting any that die meanwhile and
-    passing SIGHUP on to them all (reload the config)."""
+async def _until_ready(workers: list[tuple[Worker, Path]], stop: asyncio.Event) -> None:
+    """Return once every worker has created its ready marker, or stop is set; RuntimeError
+    when one exits first."""
+    exits = [asyncio.ensure_future(worker.wait()) for worker, _ in workers]
+    try:
+        while not stop.is_set() and not all(marker.exists() for _, marker in workers):
+            for exited in exits:
+                if exited.done():
+                    status = exited.result()
+                    raise RuntimeError(f"a worker exited with status {status} before it served")
+            await asyncio.sleep(_READY_POLL_S)
+    finally:
+        for exited in exits:
+            exited.cancel()
+
+
+async def supervise(
+    start: Starter, count: int, scratch: Path, serving: Mapping[str, object]
+) -> int:
+    """Run `count` workers until SIGTERM/SIGINT: log `serving` with these fields once all
+    serve, restart any that dies later, and pass SIGHUP on to every one (reload the config).
+    The exit status: 1 when a worker failed to start, otherwise 0."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    workers: list[Worker] = []
-    loop.add_signal_handler(signal.SIGHUP, _reload, workers)
+    loop.add_signal_handler(signal.SIGHUP, _reload, reload_marker(scratch), itertools.count(1))
+    ready_markers = (scratch / f"ready-{n}" for n in itertools.count())
+    started: list[tuple[Worker, Path]] = []
     try:
-        workers += [await start() for _ in range(count)]
+        for _ in range(count):
+            marker = next(ready_markers)
+            started.append((await start(marker), marker))
+        await _until_ready(started, stop)
     except Exception as exc:
         log.error("worker_start_failed", error=str(exc))
-        await asyncio.gather(*(w.stop() for w in workers))
+        await asyncio.gather(*(worker.stop() for worker, _ in started))
         return 1
-    log.info("workers_started", count=count, pid=os.getpid())
+    workers = [worker for worker, _ in started]
+    if not stop.is_set():
+        log.info("serving", pid=os.getpid(), **serving)
 
     async def keep(slot: int) -> None:
         backoff = 1.0
@@ -223,8 +259,10 @@ async def supervise(start: Callable[[], Awaitable[Worker]], count: int) -> int:
             log.error("worker_exited", slot=slot, code=code, restart_in_s=backoff)
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, _MAX_BACKOFF_S)
+            if stop.is_set():
+                return
             with contextlib.suppress(Exception):
-                workers[slot] = await start()
+                workers[slot] = await start(next(ready_markers))
 
     keepers = [asyncio.ensure_future(keep(slot)) for slot in range(count)]
     await stop.wait()

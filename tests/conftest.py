@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import os
 import shutil
 import signal
@@ -263,6 +264,11 @@ def clean_environment() -> dict[str, str]:
     }
 
 
+def log_records(text: str) -> list[dict[str, Any]]:
+    """The JSON log lines in `text` (a server's output), in order."""
+    return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+
+
 def run_serve(*args: str) -> subprocess.CompletedProcess[str]:
     """Run `ratelimitd serve` to completion, for cases where it must refuse to start."""
     command = [sys.executable, "-m", "ratelimitd", "serve", *args]
@@ -294,6 +300,20 @@ class Ratelimitd:
 
     def logs(self) -> str:
         return self.log.read_text()
+
+    def answers(self) -> bool:
+        """Whether /healthcheck answers 200 (from any worker); fails the test if the
+        process has exited."""
+        if self.process.poll() is not None:
+            pytest.fail(f"ratelimitd exited with {self.process.returncode}:\n{self.logs()}")
+        try:
+            return self.http("/healthcheck")[0] == 200
+        except OSError:
+            return False
+
+    def events(self, name: str) -> list[dict[str, Any]]:
+        """The JSON log lines of event `name` (from any of its processes), in order."""
+        return [record for record in log_records(self.logs()) if record.get("event") == name]
 
     def stop(self) -> int:
         if self.process.poll() is None:
@@ -352,16 +372,13 @@ class RatelimitdFactory:
         server = Ratelimitd(grpc_port, http_port, process, log)
         self.started.append(server)
         if wait:
-
-            def ready() -> bool:
-                if process.poll() is not None:
-                    pytest.fail(f"ratelimitd exited with {process.returncode}:\n{server.logs()}")
-                try:
-                    return server.http("/healthcheck")[0] == 200
-                except OSError:
-                    return False
-
-            wait_until(ready, STARTUP_TIMEOUT_S, "ratelimitd /healthcheck")
+            # Every worker serves (for asgi: Envoy listens on the gRPC port, which it binds
+            # after the app's HTTP port answers), and the store answers.
+            wait_until(
+                lambda: server.answers() and bool(server.events("serving")),
+                STARTUP_TIMEOUT_S,
+                "ratelimitd to log `serving` and answer /healthcheck",
+            )
         return server
 
 

@@ -6,7 +6,8 @@
 - The Dockerfile keeps its invariants (two stages, no dev extras, a fixed non-root uid, a
   HEALTHCHECK that works, the documented config path), and .dockerignore lets through what it
   copies. Docker itself is not needed: the HEALTHCHECK command is run here against a stub.
-- hadolint (Dockerfile) and promtool (alert rules and their unit tests) run when installed.
+- hadolint (Dockerfile) and promtool (alert rules and their unit tests) run when installed;
+  in CI (the CI variable set) promtool must be: .ci/run installs it when missing.
 
 Only ratelimitd.metrics and modules it already needs are imported: no generated protobuf code
 may load in this process (see conftest.py).
@@ -288,7 +289,10 @@ def test_every_alert_has_a_unit_test() -> None:
 def promtool() -> str:
     found = shutil.which("promtool")
     if found is None:
-        pytest.skip("promtool not installed (Debian: apt-get install prometheus)")
+        missing = "promtool not installed (Debian: apt-get install prometheus)"
+        if os.environ.get("CI"):
+            pytest.fail(f"{missing}; .ci/run installs it")
+        pytest.skip(missing)
     return found
 
 
@@ -304,6 +308,45 @@ def test_promtool_unit_tests_of_the_alerts_pass() -> None:
         [promtool(), "test", "rules", str(ALERTS_TEST)], capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def run_ci(tmp_path: Path, *, promtool_installed: bool) -> list[str]:
+    """Run .ci/run with stubs for every command it may call (an `apt-get install` makes a
+    promtool); the command lines they got, in order."""
+    calls = tmp_path / "calls"
+    stubs = tmp_path / "bin"
+    stubs.mkdir()
+    (stubs / "dirname").symlink_to(shutil.which("dirname") or "/usr/bin/dirname")
+    stub = f'#!/bin/sh\necho "${{0##*/}} $*" >> {calls}\n'
+    copy = shutil.which("cp") or "/bin/cp"
+    installs = f'case "$*" in *install*) {copy} "$0" {stubs / "promtool"};; esac\n'
+    for name, script in (("make", stub), ("apt-get", stub + installs)):
+        (stubs / name).write_text(script)
+        (stubs / name).chmod(0o755)
+    if promtool_installed:
+        shutil.copy(stubs / "make", stubs / "promtool")
+    result = subprocess.run(
+        [shutil.which("bash") or "/bin/bash", str(REPO / ".ci" / "run")],
+        env={"PATH": str(stubs)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    return calls.read_text().splitlines()
+
+
+def test_ci_installs_promtool_when_missing_and_runs_make_test(tmp_path: Path) -> None:
+    calls = run_ci(tmp_path, promtool_installed=False)
+    assert calls == [
+        "apt-get update -qq",
+        "apt-get install -y -qq --no-install-recommends prometheus",
+        "make test",
+    ]
+
+
+def test_ci_leaves_an_installed_promtool_alone(tmp_path: Path) -> None:
+    assert run_ci(tmp_path, promtool_installed=True) == ["make test"]
 
 
 # --- Docker --------------------------------------------------------------------------------

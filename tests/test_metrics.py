@@ -166,9 +166,8 @@ def test_workers_add_up(
     ratelimitd: RatelimitdFactory, config: Path, redis_url: str, transport: str
 ) -> None:
     server = ratelimitd(config, redis_url=redis_url, transport=transport, workers=2)
-    serving = "worker_serving" if transport == "asgi" else "serving"
-    wait_until(lambda: len(serving_pids(server, serving)) == 2, 20, "both workers serving")
-    assert pids(server, "ratelimitd_config_hash") == serving_pids(server, serving)
+    wait_until(lambda: len(serving_pids(server, "worker_serving")) == 2, 20, "both workers serving")
+    assert pids(server, "ratelimitd_config_hash") == serving_pids(server, "worker_serving")
     send_known_traffic(server.grpc_target)
     # Each worker publishes what it counted every second (and at once when it is scraped):
     # wait until the worker not scraped has published its share too.

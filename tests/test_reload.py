@@ -12,11 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from ratelimitd.config import watch
 from ratelimitd.config.loader import load_config
 from ratelimitd.config.model import Config, Defaults
-from tests.conftest import Ratelimitd, RatelimitdFactory, wait_until
+from tests.conftest import STARTUP_TIMEOUT_S, Ratelimitd, RatelimitdFactory, wait_until
 
 FAST_POLL = ("--config-poll-interval", "0.1")
 NO_POLL = ("--config-poll-interval", "3600")  # only SIGHUP can reload
@@ -64,15 +65,16 @@ def wait_for_limit(server: Ratelimitd, key: str, expected: int | None, domain: s
     )
 
 
-def events(server: Ratelimitd, name: str) -> list[dict[str, Any]]:
-    """The server's JSON log lines of event `name`."""
-    found = []
-    for line in server.logs().splitlines():
-        if line.startswith("{"):
-            record = json.loads(line)
-            if record.get("event") == name:
-                found.append(record)
-    return found
+def config_hashes(server: Ratelimitd) -> list[int]:
+    """The ratelimitd_config_hash of every live worker, as the service's /metrics reports it."""
+    status, body = server.http("/metrics")
+    assert status == 200
+    return sorted(
+        int(sample.value)
+        for family in text_string_to_metric_families(body)
+        for sample in family.samples
+        if sample.name == "ratelimitd_config_hash"
+    )
 
 
 def test_the_fingerprint_is_the_digest_of_what_loads_and_reads_only_changed_files(
@@ -131,7 +133,7 @@ def test_an_in_place_edit_changes_the_limit(ratelimitd: RatelimitdFactory, tmp_p
     with path.open("r+") as file:  # the same inode, rewritten
         file.write(rules(a=7))
     wait_for_limit(server, "a", 7)
-    [reloaded] = events(server, "config_reloaded")
+    [reloaded] = server.events("config_reloaded")
     assert (reloaded["domains"], reloaded["rules"]) == (1, 2)
 
 
@@ -195,9 +197,9 @@ def test_a_bad_config_is_logged_and_the_last_good_one_keeps_serving(
     server = ratelimitd(path, *FAST_POLL)
     path.write_text("domain: app\ndescriptors: [\n")
     wait_until(
-        lambda: bool(events(server, "config_reload_failed")), RELOAD_TIMEOUT_S, "a failed reload"
+        lambda: bool(server.events("config_reload_failed")), RELOAD_TIMEOUT_S, "a failed reload"
     )
-    [failed] = events(server, "config_reload_failed")
+    [failed] = server.events("config_reload_failed")
     [error] = failed["errors"]
     assert error.startswith(f"{path}:3: YAML syntax error")
     assert limit(server, "a") == 5
@@ -205,7 +207,7 @@ def test_a_bad_config_is_logged_and_the_last_good_one_keeps_serving(
 
     path.write_text(rules(a=7))  # fixed: taken at once
     wait_for_limit(server, "a", 7)
-    assert len(events(server, "config_reload_failed")) == 1  # not retried meanwhile
+    assert len(server.events("config_reload_failed")) == 1  # not retried meanwhile
 
 
 def test_an_unchanged_rule_keeps_its_counter_across_a_reload(
@@ -229,11 +231,10 @@ def test_every_worker_reloads(
     server = ratelimitd(path, *FAST_POLL, redis_url=redis_url, transport=transport, workers=2)
 
     def pids(event: str) -> list[int]:
-        return sorted(record["pid"] for record in events(server, event))
+        return sorted(record["pid"] for record in server.events(event))
 
-    serving = "worker_serving" if transport == "asgi" else "serving"
-    wait_until(lambda: len(pids(serving)) == 2, 20, "both workers serving")
-    workers = pids(serving)
+    wait_until(lambda: len(pids("worker_serving")) == 2, 20, "both workers serving")
+    workers = pids("worker_serving")
     path.write_text(rules(a=1))
     wait_until(lambda: pids("config_reloaded") == workers, RELOAD_TIMEOUT_S, "both reloads")
     assert [decide(server, "a")["code"] for _ in range(4)] == ["OK"] + ["OVER_LIMIT"] * 3
@@ -245,3 +246,30 @@ def test_every_worker_reloads(
         RELOAD_TIMEOUT_S,
         "a second reload in each worker",
     )
+
+
+@pytest.mark.parametrize("transport", ["grpc", "asgi"])
+def test_a_sighup_right_after_start_reaches_every_worker(
+    ratelimitd: RatelimitdFactory, redis_url: str, tmp_path: Path, transport: str
+) -> None:
+    # SIGHUPs sent once the first worker answers, while the supervisor may still be starting
+    # the second, reach both: the one serving and the one to come.
+    path = tmp_path / "app.yaml"
+    for _ in range(2):
+        path.write_text(rules(a=5))
+        server = ratelimitd(
+            path, *NO_POLL, redis_url=redis_url, transport=transport, workers=2, wait=False
+        )
+        wait_until(server.answers, STARTUP_TIMEOUT_S, "the first worker to answer")
+        for a in (6, 7, 8):
+            path.write_text(rules(a=a))
+            server.process.send_signal(signal.SIGHUP)
+        # The number metrics.config_loaded makes of the digest.
+        latest = int(load_config([path]).digest[:12], 16)
+        wait_until(
+            lambda: config_hashes(server) == [latest, latest],  # noqa: B023
+            RELOAD_TIMEOUT_S,
+            "both workers serving the latest config",
+        )
+        assert not server.events("worker_exited")
+        assert server.stop() == 0

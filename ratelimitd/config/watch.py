@@ -71,6 +71,18 @@ class ConfigFingerprint:
         return digest.hexdigest()
 
 
+def log_config(event: str, config: Config) -> None:
+    """Log that this process now serves `config`: at start (config_loaded) and after each
+    reload (config_reloaded), with the same fields."""
+    log.info(
+        event,
+        pid=os.getpid(),
+        domains=len(config.domains),
+        rules=len(config.rules),
+        digest=config.digest,
+    )
+
+
 @dataclass(slots=True)
 class ConfigState:
     """The config in force and how reloads went, for logs and metrics."""
@@ -137,13 +149,7 @@ class ConfigReloader:
             self.state.digest, self.state.loaded_at = config.digest, time.time()
             self.state.reloads["success"] += 1
             self._observer.config_reload(True)
-            log.info(
-                "config_reloaded",
-                pid=os.getpid(),
-                domains=len(config.domains),
-                rules=len(config.rules),
-                digest=config.digest,
-            )
+            log_config("config_reloaded", config)
             return True
         self.state.reloads["failure"] += 1
         self._observer.config_reload(False)

@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from ratelimitd.algorithms import Hit, Outcome
-from ratelimitd.observer import NO_OBSERVER, Observer
+from ratelimitd.observer import Observer
 from ratelimitd.storage.base import StoreError
 
 Send = Callable[[list[Sequence[Hit]]], Awaitable[list[list[Outcome]]]]
@@ -40,20 +40,14 @@ class BatchFuture(asyncio.Future[Answer]):
 
 
 class TickBatcher:
-    """Gathers `submit` calls of one loop iteration and passes them to `send` together;
-    reports every batch to `observer`."""
+    """Gathers `submit` calls of one loop iteration and passes them to `send` together."""
 
     def __init__(
-        self,
-        send: Send,
-        max_batch: int = 256,
-        observer: Observer = NO_OBSERVER,
-        max_in_flight: int = MAX_IN_FLIGHT,
+        self, send: Send, max_batch: int = 256, max_in_flight: int = MAX_IN_FLIGHT
     ) -> None:
         self._send = send
         self._max_batch = max_batch
         self._max_in_flight = max_in_flight
-        self._observer = observer
         self._pending: list[Sequence[Hit]] = []
         self._future: BatchFuture | None = None
         self._in_flight: set[asyncio.Task[None]] = set()
@@ -94,14 +88,24 @@ class TickBatcher:
 
     async def _deliver(self, batch: list[Sequence[Hit]], future: BatchFuture) -> None:
         self.batches += 1
-        started = time.perf_counter()
         try:
             answer: Answer = await self._send(batch)
         except Exception as exc:  # every waiter gets the failure, whatever it is
-            self._observer.store_call(
-                time.perf_counter() - started, len(batch), exc.__cause__ or exc
-            )
             answer = exc
-        else:
-            self._observer.store_call(time.perf_counter() - started, len(batch), None)
         future.set_result(answer)
+
+
+def observed(send: Send, observer: Observer) -> Send:
+    """`send`, reporting each round trip (its time, its requests, its error) to `observer`."""
+
+    async def send_observed(requests: list[Sequence[Hit]]) -> list[list[Outcome]]:
+        started = time.perf_counter()
+        try:
+            answer = await send(requests)
+        except Exception as exc:
+            observer.store_call(time.perf_counter() - started, len(requests), exc.__cause__ or exc)
+            raise
+        observer.store_call(time.perf_counter() - started, len(requests), None)
+        return answer
+
+    return send_observed

@@ -41,7 +41,7 @@ from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 from ratelimitd.algorithms import Hit, Outcome
 from ratelimitd.observer import NO_OBSERVER, Observer
 from ratelimitd.storage.base import StoreError
-from ratelimitd.storage.batching import TickBatcher
+from ratelimitd.storage.batching import TickBatcher, observed
 from ratelimitd.storage.breaker import CircuitBreaker
 from ratelimitd.storage.clock import Clock
 from ratelimitd.storage.redis import ScriptRunner, decode
@@ -82,7 +82,9 @@ class ClusterStore:
         )
         self._scripts = ScriptRunner(clock)
         self._breaker = breaker
-        self._batcher = TickBatcher(self._round_trip, observer=observer)
+        # Round trips that reach Redis are counted; those the breaker refuses are not.
+        self._sent = observed(self._send, observer)
+        self._batcher = TickBatcher(self._round_trip)
         # Pipelines sent: one per batch, one more for its refunds, one more after a node
         # lost the scripts.
         self.round_trips = 0
@@ -102,8 +104,8 @@ class ClusterStore:
 
     async def _round_trip(self, requests: list[Sequence[Hit]]) -> list[list[Outcome]]:
         if self._breaker is None:
-            return await self._send(requests)
-        return await self._breaker.call(lambda: self._send(requests))
+            return await self._sent(requests)
+        return await self._breaker.call(lambda: self._sent(requests))
 
     async def _send(
         self, requests: list[Sequence[Hit]], dry_run: bool = False

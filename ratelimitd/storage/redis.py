@@ -20,7 +20,7 @@ from ratelimitd.algorithms import ALGORITHMS, Hit, Outcome
 from ratelimitd.config.model import Limit
 from ratelimitd.observer import NO_OBSERVER, Observer
 from ratelimitd.storage.base import StoreError
-from ratelimitd.storage.batching import TickBatcher
+from ratelimitd.storage.batching import TickBatcher, observed
 from ratelimitd.storage.breaker import CircuitBreaker
 from ratelimitd.storage.clock import Clock
 from ratelimitd.storage.resp import RespClient, RespError
@@ -206,7 +206,9 @@ class ClientStore:
         self._client = client
         self._script = ScriptRunner(clock)
         self._breaker = breaker
-        self._batcher = TickBatcher(self._round_trip, observer=observer) if batch else None
+        # Round trips that reach Redis are counted; those the breaker refuses are not.
+        self._sent = observed(self._send, observer)
+        self._batcher = TickBatcher(self._round_trip) if batch else None
         self.round_trips = 0
 
     def apply(self, hits: Sequence[Hit]) -> Coroutine[Any, Any, list[Outcome]]:
@@ -229,8 +231,8 @@ class ClientStore:
 
     async def _round_trip(self, requests: list[Sequence[Hit]]) -> list[list[Outcome]]:
         if self._breaker is None:
-            return await self._send(requests)
-        return await self._breaker.call(lambda: self._send(requests))
+            return await self._sent(requests)
+        return await self._breaker.call(lambda: self._sent(requests))
 
     async def _send(
         self, requests: list[Sequence[Hit]], dry_run: bool = False

@@ -12,24 +12,16 @@ import asyncio
 import os
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from http import HTTPStatus
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import structlog
 
 from ratelimitd import logs
-from ratelimitd.admin import Readiness
-from ratelimitd.config.watch import ConfigReloader
+from ratelimitd.markers import WorkerLink
 from ratelimitd.metrics import Recorder
 from ratelimitd.service import Service, build, build_store, load
-from ratelimitd.settings import (
-    DRAIN_MARKER_ENV,
-    RELOAD_MARKER_ENV,
-    Settings,
-    settings_from_environment,
-    split_address,
-)
+from ratelimitd.settings import Settings, settings_from_environment, split_address
 from ratelimitd.storage.base import Store
 from ratelimitd.tracing import TRACER, Metadata
 from ratelimitd.transports.grpc_status import (
@@ -108,35 +100,6 @@ async def read_body(receive: Receive, limit: int) -> bytes | None:
         message = await receive()
 
 
-async def stop_serving_when_created(marker: Path, readiness: Readiness) -> None:
-    """Turn not-ready (health NOT_SERVING, /healthcheck 503) once `marker` exists."""
-    # A file is the one signal that reaches the app inside Envoy; a stat is cheap.
-    while not marker.exists():  # noqa: ASYNC110, ASYNC240
-        await asyncio.sleep(0.1)
-    readiness.serving = False
-    log.info("draining", pid=os.getpid())
-
-
-def _read_marker(marker: Path) -> bytes | None:
-    try:
-        return marker.read_bytes()
-    except FileNotFoundError:
-        return None
-
-
-async def reload_when_rewritten(
-    marker: Path, reloader: ConfigReloader, contents: bytes | None
-) -> None:
-    """Reload the config each time `marker`'s contents change from `contents`: the
-    supervisor's SIGHUP, which Envoy keeps for itself (and the app's loop does not run on the
-    main thread, where Python handles signals)."""
-    while True:
-        await asyncio.sleep(0.1)
-        previous, contents = contents, _read_marker(marker)
-        if contents != previous:
-            reloader.request()
-
-
 class RateLimitApp:
     """The ASGI application; one instance per process, set up by the lifespan protocol."""
 
@@ -145,8 +108,7 @@ class RateLimitApp:
         self._service: Service | None = None
         self._store: Store | None = None
         self._admin: HttpServer | None = None
-        self._drain_watch: asyncio.Future[None] | None = None
-        self._reload_watch: asyncio.Future[None] | None = None
+        self._link: WorkerLink | None = None
         self._max_request_bytes = MAX_MESSAGE_BYTES  # --max-request-bytes once started
         # The gRPC methods by path, once started (until then every path is HTTP's: 503).
         self._methods: dict[str, Method] = {}
@@ -230,6 +192,8 @@ class RateLimitApp:
 
     async def _start(self, settings: Settings) -> None:
         logs.configure(settings.log_level, settings.log_format)
+        # Before the config loads: a reload asked for from now on must count.
+        self._link = WorkerLink.from_environment(self._environ)
         config = load(settings)
         if config is None:
             raise RuntimeError("invalid config")
@@ -248,27 +212,15 @@ class RateLimitApp:
             HEALTH_METHOD: rpc.health_check,
         }
         self._max_request_bytes = settings.max_request_bytes
-        marker = self._environ.get(DRAIN_MARKER_ENV)
-        if marker:
-            self._drain_watch = asyncio.ensure_future(
-                stop_serving_when_created(Path(marker), service.readiness)
-            )
         service.start()
-        reload_marker = self._environ.get(RELOAD_MARKER_ENV)
-        if reload_marker:
-            # Read before turning ready: a SIGHUP sent once this worker serves must count.
-            path = Path(reload_marker)
-            self._reload_watch = asyncio.ensure_future(
-                reload_when_rewritten(path, service.reloader, _read_marker(path))
-            )
         service.readiness.serving = True
+        if self._link is not None:
+            self._link.serve(service.reloader, service.readiness)
         log.info("worker_serving", transport="asgi", pid=os.getpid(), http_addr=settings.http_addr)
 
     async def _stop(self) -> None:
-        if self._drain_watch is not None:
-            self._drain_watch.cancel()
-        if self._reload_watch is not None:
-            self._reload_watch.cancel()
+        if self._link is not None:
+            await self._link.stop()
         if self._service is not None:
             self._service.readiness.serving = False
             await self._service.stop()
