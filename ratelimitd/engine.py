@@ -40,6 +40,8 @@ OK_STATUS = Status(Code.OK)
 _OK, _OVER = Code.OK, Code.OVER_LIMIT
 _WITHIN, _NEAR, _OVER_RESULT = Result.WITHIN_LIMIT, Result.NEAR_LIMIT, Result.OVER_LIMIT
 _SHADOW_OVER, _CACHE_HIT = Result.SHADOW_OVER_LIMIT, Result.LOCAL_CACHE_HIT
+# Builds a NamedTuple from its fields without the Python-level __new__ it generates.
+_new = tuple.__new__
 # Plans of this many distinct requests are kept (then all dropped and rebuilt as they come).
 PLAN_CACHE_SIZE = 10_000
 # Only requests up to this size get a cached plan (Envoy's are a few hundred bytes).
@@ -226,12 +228,12 @@ class Engine:
             over = False
         fields = (header_plan or plan.header_plan).build(statuses, over)
         if not over:
-            return Decision(_OK, tuple(statuses), fields, b"", store_s)
+            return _new(Decision, (_OK, tuple(statuses), fields, b"", store_s))
         body = b""
         if self._body_mode is not BodyMode.NONE:
             fields += (("Content-Type", problem.CONTENT_TYPE),)
             body = problem.problem_json(statuses, headers.retry_after_s(statuses))
-        return Decision(_OVER, tuple(statuses), fields, body, store_s)
+        return _new(Decision, (_OVER, tuple(statuses), fields, body, store_s))
 
     def plan(self, request: Request) -> Plan:
         """What the config makes of a request, before any counter is read; raises
@@ -368,7 +370,7 @@ class Engine:
                 remaining = UNLIMITED_REMAINING
             if admitted:
                 result = _NEAR if remaining < near_below else _WITHIN
-                statuses[i] = Status(_OK, rule, remaining, reset_us, result)
+                statuses[i] = _new(Status, (_OK, rule, remaining, reset_us, result))
             elif rule.shadow_mode:
                 # A shadow rule reports what it would have done but never rejects.
                 statuses[i] = Status(_OK, rule, remaining, reset_us, _SHADOW_OVER)

@@ -88,13 +88,20 @@ class HeaderPlan:
     was rejected locally, counts with its remaining, 0).
     """
 
-    __slots__ = ("_at", "_ietf_policy", "_limit_values", "_mode", "_names", "_one", "_quoted")
+    __slots__ = (
+        "_admitted_xratelimit",
+        "_at",
+        "_ietf_policy",
+        "_limit_values",
+        "_mode",
+        "_names",
+        "_quoted",
+    )
 
     def __init__(self, measured: Sequence[tuple[int, Rule]], mode: HeaderMode) -> None:
         self._mode = mode
         self._at = tuple(i for i, _ in measured)
-        # The usual answer: X-RateLimit fields of a request with one limit.
-        self._one = mode is HeaderMode.XRATELIMIT and len(self._at) == 1
+        self._admitted_xratelimit = mode is HeaderMode.XRATELIMIT and bool(self._at)
         limits = [rule.limit for _, rule in measured if rule.limit is not None]
         assert len(limits) == len(measured), "measured statuses have limits"
         self._names = tuple(display_name(rule) for _, rule in measured)
@@ -119,10 +126,16 @@ class HeaderPlan:
         """The headers of a decision with these `statuses`; `over_limit` is the answer
         (Retry-After only then)."""
         at = self._at
-        if self._one and not over_limit:
-            status = statuses[at[0]]
+        if self._admitted_xratelimit and not over_limit:  # the usual answer, directly
+            best = 0
+            if len(at) > 1:  # Envoy's choice: the fewest remaining, the first on ties
+                least = statuses[at[0]].remaining
+                for n in range(1, len(at)):
+                    if statuses[at[n]].remaining < least:
+                        best, least = n, statuses[at[n]].remaining
+            status = statuses[at[best]]
             return (
-                ("X-RateLimit-Limit", self._limit_values[0]),
+                ("X-RateLimit-Limit", self._limit_values[best]),
                 ("X-RateLimit-Remaining", str(status.remaining)),
                 ("X-RateLimit-Reset", str(whole_seconds(status.reset_us or 0))),
             )

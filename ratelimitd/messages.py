@@ -23,8 +23,9 @@ class Code(enum.IntEnum):
     OVER_LIMIT = 2
 
 
-class Result(enum.Enum):
-    """What happened to one limited descriptor, for metrics and logs."""
+class Result(enum.StrEnum):
+    """What happened to one limited descriptor, for metrics and logs. A str: metrics count by
+    it as it is (a plain Enum member hashes in Python code, once per status)."""
 
     WITHIN_LIMIT = "within_limit"
     NEAR_LIMIT = "near_limit"  # admitted with less than (1 - near_limit_ratio) of it left

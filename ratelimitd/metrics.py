@@ -188,7 +188,7 @@ class Recorder:
             rule, result = status.rule, status.result
             if rule is None or result is None:
                 continue
-            label = (rule.domain, rule_label(rule), result.value)
+            label = (rule.domain, rule_label(rule), result)
             decisions[label] = decisions.get(label, 0) + 1
             detail = details[i] if i < len(details) else None
             if detail is not None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ratelimitd.config.model import Unit
-from ratelimitd.headers import whole_seconds
 from ratelimitd.messages import Code, Decision, Status
 
 # RateLimitResponse.RateLimit.Unit (statuses' current_limit).
@@ -111,6 +110,22 @@ def _length(size: int) -> bytes:
 
 
 _CODES = {code: bytes((0x08, code)) for code in Code}
+# duration_until_reset fields by whole seconds: a few values cover most answers.
+_DURATIONS: dict[int, bytes] = {}
+_DURATIONS_KEPT = 4096
+
+
+def _duration_field(seconds: int) -> bytes:
+    """A status's duration_until_reset field of `seconds` (a Duration of just seconds)."""
+    if seconds:
+        encoded = varint(seconds)
+        field = b"\x22" + _ONE_BYTE[len(encoded) + 1] + b"\x08" + encoded
+    else:
+        field = b"\x22\x00"
+    if len(_DURATIONS) >= _DURATIONS_KEPT:
+        _DURATIONS.clear()
+    _DURATIONS[seconds] = field
+    return field
 
 
 def encode_response(decision: Decision, limits: Sequence[bytes] | None = None) -> bytes:
@@ -129,12 +144,11 @@ def encode_response(decision: Decision, limits: Sequence[bytes] | None = None) -
         if reset_us is not None:
             # Whole seconds, rounded up: Envoy truncates to seconds for its own headers, and
             # a client told to come back must not come back too early.
-            seconds = whole_seconds(reset_us)
-            if seconds:
-                encoded = varint(seconds)
-                item += b"\x22" + _ONE_BYTE[len(encoded) + 1] + b"\x08" + encoded
-            else:
-                item += b"\x22\x00"  # duration_until_reset
+            seconds = -(-reset_us // 1_000_000)
+            duration = _DURATIONS.get(seconds)
+            if duration is None:
+                duration = _duration_field(seconds)
+            item += duration
         parts.append(b"\x12" + _length(len(item)) + item)  # statuses
     for key, value in decision.response_headers:
         parts.append(_header_field(key, value))  # response_headers_to_add
