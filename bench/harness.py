@@ -1,9 +1,11 @@
 """The benchmark run: what `bench/run.py` does (see bench/README.md).
 
-For each worker count and transport: the constant-answer server of that transport, then
-ratelimitd (or, with --target, another RLS server), each through every scenario: a warm-up
-run, a gRPC probe of what it answers, the measured run at full load, and a second run at
-half the measured rate for its p99. Then, with --e2e, Envoy with and without the filter.
+For each worker count and transport: the constant-answer server of that transport and
+ratelimitd (or, with --target, another RLS server), both kept running and measured in turn,
+scenario by scenario, --rounds times each (constant, ratelimitd, constant, ...): a warm-up
+run, a gRPC probe of what it answers, the measured run at full load; then, once, a run at
+half the (median) measured rate for its p99. Ratios are taken round by round, their median
+reported. Then, with --e2e, Envoy with and without the filter.
 
 With --soak MINUTES instead: per worker count, transport and scenario, a fresh ratelimitd
 warmed up and probed the same way, then MINUTES of steady load with its memory sampled.
@@ -19,6 +21,7 @@ ratelimitd's answers are counted by ratelimitd's own counters (bench/metrics.py)
 from __future__ import annotations
 
 import argparse
+import functools
 import shutil
 import signal
 import statistics
@@ -43,10 +46,11 @@ from bench.procs import (
     install_signal_handlers,
     load_average,
 )
-from bench.report import ConfigRow, E2ERow, NoisyRow, ReloadRow, Row, SoakRow
-from bench.scenarios import DEFAULT_DISTINCT_KEYS, NAMES, Scenario, build
+from bench.report import ConfigRow, E2ERow, NoisyRow, ReloadRow, Round, Row, SoakRow, shares_text
+from bench.scenarios import DEFAULT_DISTINCT_KEYS, DEFAULT_NAMES, NAMES, Scenario, build
 from bench.servers import (
     ProbeResult,
+    ProcessCpu,
     RedisCluster,
     RedisCounters,
     RedisServer,
@@ -78,6 +82,8 @@ AnyRow = TypeVar("AnyRow", Row, SoakRow, NoisyRow)
 # Debian package of each tool the harness runs.
 TOOLS = {"h2load": "nghttp2-client", "wrk": "wrk", "redis-server": "redis-server"}
 MODES = ("--soak", "--tenants", "--noisy")  # each instead of the table of scenarios
+# The constant server a --target is measured beside, and compared with: (transport, workers).
+TARGET_PARTNER = ("grpc", 1)
 
 
 def _csv(allowed: Sequence[str] | None = None) -> Callable[[str], list[str]]:
@@ -132,7 +138,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     add(
         "--scenarios",
         type=_csv(NAMES),
-        help=f"comma-separated: {', '.join(NAMES)}, or none (default: all; with --soak: one)",
+        help=f"comma-separated: {', '.join(NAMES)}, or none (default: all but "
+        "single-connection; with --soak: one)",
+    )
+    add(
+        "--rounds",
+        type=int,
+        default=1,
+        metavar="N",
+        help="measure the constant server and ratelimitd (or --target) of each row alternately "
+        "N times; report medians and the median of the per-round ratios (default 1)",
     )
     add("--duration", type=float, default=10.0, help="seconds per measured run (default 10)")
     add("--warmup", type=float, default=3.0, help="seconds of unmeasured warm-up (default 3)")
@@ -232,7 +247,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
             parser.error(f"{mode} sends requests of its own: not with --scenarios")
         args.scenarios = []
     if args.scenarios is None:
-        args.scenarios = SOAK_SCENARIOS if args.soak else list(NAMES)
+        args.scenarios = SOAK_SCENARIOS if args.soak else list(DEFAULT_NAMES)
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
+    if args.rounds > 1 and mode is not None:
+        parser.error(f"--rounds is for the table of scenarios: not with {mode}")
     if args.soak is not None:
         if args.soak <= 0:
             parser.error("--soak needs a number of minutes above 0")
@@ -277,6 +296,7 @@ class Before:
     server_cpu: float | None
     redis: RedisCounters | None
     machine: MachineCpu
+    processes: ProcessCpu | None = None  # each worker's, and a supervisor's
 
 
 class Bench:
@@ -346,13 +366,7 @@ class Bench:
                         self.soak_ratelimitd(transport, workers)
             return
         if self.scenarios:
-            for workers in args.workers:
-                for transport in args.transports:
-                    self.measure_constant(transport, workers)
-                    if args.target is None:
-                        self.measure_ratelimitd(transport, workers)
-            if args.target is not None:
-                self.measure_target()
+            self.measure_scenarios()
             self.compute_ratios()
         if args.e2e:
             self.run_e2e()
@@ -393,12 +407,29 @@ class Bench:
                 f"then {args.soak:g} min at {rate} (--rps); RSS (VmRSS summed over "
                 f"ratelimitd's process tree) and a gRPC probe every {soak.SAMPLE_INTERVAL_S:g} s"
             )
-        text = (
-            f"{h2load}; per row "
-            f"{args.warmup:g} s warm-up (unmeasured), {args.duration:g} s measured"
-        )
+        text = f"{h2load}"
+        shaped = [s for s in self.scenarios if s.clients is not None or s.streams is not None]
+        for scenario in shaped:
+            load = self._h2load(scenario)
+            text += f" (`{scenario.name}`: h2load -c {load.clients} -m {load.streams})"
+        subject = "the target" if args.target is not None else "ratelimitd"
+        if args.rounds > 1:
+            text += (
+                f"; {args.rounds} rounds per row, the constant server and {subject} "
+                "alternately (both kept running), each round "
+                f"{args.warmup:g} s warm-up (unmeasured), probe, {args.duration:g} s measured; "
+                "figures are medians over the rounds, `vs constant` the median of the rounds' "
+                "ratios (each round's ÷ the constant server's same round)"
+            )
+        else:
+            text += (
+                f"; per row {args.warmup:g} s warm-up (unmeasured), {args.duration:g} s measured "
+                f"(the constant server and {subject} both running, measured in turn)"
+            )
         if args.half_load:
-            text += ", then p99 @50%: the same for --duration at half the measured rate (--rps)"
+            text += ", then p99 @50%: the same for --duration at half the measured rate (--rps)" + (
+                ", once after the rounds, at half the median rate" if args.rounds > 1 else ""
+            )
         if args.e2e:
             text += (
                 f"; e2e: wrk -c {args.wrk_connections} -t {args.wrk_threads}, "
@@ -440,15 +471,36 @@ class Bench:
 
     # -- servers ------------------------------------------------------------------------
 
-    def measure_constant(self, transport: str, workers: int) -> None:
-        """The constant-answer server of `transport` through every scenario."""
-        self._measure_all(
-            "constant",
-            transport,
-            workers,
-            lambda: start_constant(self.supervisor, transport=transport, workers=workers),
-            half=False,
-        )
+    def measure_scenarios(self) -> None:
+        """Per worker count and transport, the constant-answer server and ratelimitd, side by
+        side in alternating rounds. With --target, nothing of ours but the constant servers:
+        the target alternates with the grpc 1-worker constant server (the one its ratio is
+        taken against), or runs alone after the others when that one is not measured."""
+        args = self.args
+        target_measured = False
+        for workers in args.workers:
+            for transport in args.transports:
+                group = [_Subject("constant", self._constant_starter(transport, workers), False)]
+                if args.target is None:
+                    start = self._ratelimitd_starter(transport, workers, SCENARIO_CONFIGS)
+                    group.append(_Subject("ratelimitd", start, args.half_load))
+                elif (transport, workers) == TARGET_PARTNER:
+                    group.append(_Subject("target", self._target_starter(), args.half_load))
+                    target_measured = True
+                self._measure_group(transport, workers, group)
+        if args.target is not None and not target_measured:
+            transport, workers = TARGET_PARTNER
+            self._measure_group(
+                transport, workers, [_Subject("target", self._target_starter(), args.half_load)]
+            )
+
+    def _constant_starter(self, transport: str, workers: int) -> Callable[[], Server]:
+        """Starts the constant-answer server of `transport` with `workers` processes."""
+
+        def start() -> Server:
+            return start_constant(self.supervisor, transport=transport, workers=workers)
+
+        return start
 
     def _ratelimitd_starter(
         self,
@@ -475,43 +527,69 @@ class Bench:
 
         return start
 
-    def measure_ratelimitd(self, transport: str, workers: int) -> None:
-        """ratelimitd through every scenario."""
-        start = self._ratelimitd_starter(transport, workers, SCENARIO_CONFIGS)
-
-        self._measure_all("ratelimitd", transport, workers, start, half=self.args.half_load)
-
-    def measure_target(self) -> None:
-        """The --target server through every scenario (nothing started, nothing flushed)."""
+    def _target_starter(self) -> Callable[[], Server]:
+        """The --target server (nothing started, nothing flushed, nothing stopped)."""
         host, port = self.args.target
 
         def start() -> Server:
             return Server("target", "grpc", 1, host, port, pids=list(self.args.target_pid))
 
-        self._measure_all("target", "grpc", 1, start, half=self.args.half_load)
+        return start
 
-    def _measure_all(
-        self,
-        label: str,
-        transport: str,
-        workers: int,
-        start: Callable[[], Server],
-        *,
-        half: bool,
+    def _measure_group(self, transport: str, workers: int, group: Sequence[_Subject]) -> None:
+        """Start every server of `group`, a row per scenario each, and keep them all running:
+        per scenario, --rounds rounds, each server measured in turn in every round
+        (constant, ratelimitd, constant, ratelimitd, ...), each round a full measured run
+        (warm-up, probe, full load, checks); after the rounds, the half-load run of those
+        that have one; then stop them. A server that does not start, or a round that fails,
+        is recorded in its rows and the rest go on."""
+        rounds = self.args.rounds
+        running: list[tuple[Server, list[Row], bool]] = []
+        try:
+            for subject in group:
+                rows = [Row(transport, workers, s.name, subject.label) for s in self.scenarios]
+                self.rows += rows
+                log(f"== {subject.label} {transport} workers={workers}")
+                try:
+                    running.append((subject.start(), rows, subject.half))
+                except HarnessError as exc:
+                    for row in rows:
+                        _record_error(row, exc)
+                    log(f"   not run: {exc}")
+            if len(running) > 1 or rounds > 1:
+                log(
+                    f"== {' and '.join(server.label for server, _, _ in running)} {transport} "
+                    f"workers={workers}: {rounds} round{'s' if rounds > 1 else ''} per scenario"
+                )
+            for index, scenario in enumerate(self.scenarios):
+                for number in range(1, rounds + 1):
+                    for server, rows, _ in running:
+                        measure = functools.partial(
+                            self.measure_round, server, scenario, rows[index], number
+                        )
+                        self._guarded(rows[index], scenario, measure, number)
+                for server, rows, half in running:
+                    if half:
+                        measure = functools.partial(
+                            self.measure_half, server, scenario, rows[index]
+                        )
+                        self._guarded(rows[index], scenario, measure)
+        finally:
+            for server, _, _ in running:
+                for proc in server.procs:
+                    self.supervisor.stop(proc)
+
+    def _guarded(
+        self, row: AnyRow, scenario: Scenario, measure: Callable[[], None], number: int = 0
     ) -> None:
-        """Every scenario on one server, a row each."""
-        rows = [Row(transport, workers, s.name, label) for s in self.scenarios]
-        self.rows += rows
-
-        def measure(server: Server, scenario: Scenario, row: Row) -> None:
-            self.measure(server, scenario, row, half=half)
-
-        self._on_server(
-            f"{label} {transport} workers={workers}",
-            start,
-            list(zip(self.scenarios, rows, strict=True)),
-            measure,
-        )
+        """Run `measure`; a failure is recorded in `row` (with its round, when there are
+        several), and the run goes on."""
+        try:
+            measure()
+        except (HarnessError, redis.RedisError, OSError) as exc:
+            several = number and self.args.rounds > 1 and not isinstance(exc, UnavailableError)
+            _record_error(row, exc, f"round {number}: " if several else "")
+            log(f"   {scenario.name}: failed: {exc}")
 
     def soak_ratelimitd(self, transport: str, workers: int) -> None:
         """A soak per scenario, each on a fresh ratelimitd: its memory starts from scratch."""
@@ -600,9 +678,9 @@ class Bench:
                     [(scenario, row)],
                     measure,
                 )
-            base, scaled = rows[small].full, rows[large].full
-            if base is not None and scaled is not None and base.rate > 0:
-                ratio = scaled.rate / base.rate
+            base, scaled = rows[small].rate, rows[large].rate
+            if base and scaled is not None:
+                ratio = scaled / base
                 rows[small].ratio, rows[large].ratio = 1.0, ratio
                 ratios.append(ratio)
         if ratios:
@@ -617,7 +695,7 @@ class Bench:
         the full-load rate of `lookup`. Fills reload rows, one per reload, one for the
         requests outside them and one for the whole run."""
         args = self.args
-        rate = args.rps or (lookup.full.rate / 2 if lookup.full else 0.0)
+        rate = args.rps or (lookup.rate or 0.0) / 2
         if rate <= 0:
             self.reload_rows.append(ReloadRow("reloads", error="no rate to load with"))
             return
@@ -853,18 +931,12 @@ class Bench:
             server = start()
         except HarnessError as exc:
             for _, row in work:
-                row.error = str(exc).splitlines()[0]
-                row.skipped = isinstance(exc, UnavailableError)
+                _record_error(row, exc)
             log(f"   not run: {exc}")
             return
         try:
             for scenario, row in work:
-                try:
-                    measure(server, scenario, row)
-                except (HarnessError, redis.RedisError, OSError) as exc:
-                    row.error = str(exc).splitlines()[0]
-                    row.skipped = isinstance(exc, UnavailableError)
-                    log(f"   {scenario.name}: failed: {exc}")
+                self._guarded(row, scenario, functools.partial(measure, server, scenario, row))
         finally:
             for proc in server.procs:
                 self.supervisor.stop(proc)
@@ -882,7 +954,7 @@ class Bench:
     def _before(self, server: Server) -> Before:
         client, pid = self._redis_client(server)
         counters = redis_counters(client, pid) if client else None
-        return Before(server.cpu_s(), counters, MachineCpu.now())
+        return Before(server.cpu_s(), counters, MachineCpu.now(), server.process_cpu())
 
     def _start_scenario(self, server: Server, scenario: Scenario) -> BodyFiles:
         """The scenario's bodies, once it can run and the server is alive; a clean Redis for
@@ -895,6 +967,15 @@ class Bench:
             self.redis.client.flushall()
         return bodies
 
+    def _h2load(self, scenario: Scenario) -> H2Load:
+        """h2load's settings for `scenario`: --clients, --streams and --threads, unless the
+        scenario has a load shape of its own (single-connection: 1 connection, 128 streams)."""
+        if scenario.clients is None and scenario.streams is None:
+            return self.h2load
+        clients = scenario.clients or self.args.clients
+        streams = scenario.streams or self.args.streams
+        return H2Load(clients, streams, min(self.args.threads, clients))
+
     def _load(
         self, server: Server, scenario: Scenario, name: str, duration: float, rps: float | None
     ) -> LoadResult:
@@ -905,7 +986,7 @@ class Bench:
         self, server: Server, scenario: Scenario, name: str, duration: float, rps: float | None
     ) -> RunningLoad:
         """Start an h2load run of `scenario` against `server` (`rps`: per client)."""
-        return self.h2load.start(
+        return self._h2load(scenario).start(
             self.supervisor,
             host=server.host,
             port=server.port,
@@ -942,17 +1023,35 @@ class Bench:
         return warm, checked
 
     def measure(self, server: Server, scenario: Scenario, row: Row, *, half: bool) -> None:
-        """Warm up, probe, measure at full load, then at half load; fill `row`."""
+        """One round of `row`, then (`half`) its half-load run."""
+        self.measure_round(server, scenario, row)
+        if half:
+            self.measure_half(server, scenario, row)
+
+    def measure_round(self, server: Server, scenario: Scenario, row: Row, number: int = 1) -> None:
+        """Warm up, probe, measure at full load; add the Round to `row`. With several rounds,
+        what this one adds to the row's problems, warnings and notes says which round."""
         if scenario.is_check and server.label == "target":
             raise UnavailableError(
                 "`check` needs ratelimitd's extract: section (bench/config/authz.yaml)"
             )
+        marks = [(row.problems, len(row.problems)), (row.warnings, len(row.warnings))]
+        marks.append((row.notes, len(row.notes)))
+        try:
+            self._measure_round(server, scenario, row, number)
+        finally:
+            if self.args.rounds > 1:
+                for items, mark in marks:
+                    items[mark:] = [f"round {number}: {item}" for item in items[mark:]]
+
+    def _measure_round(self, server: Server, scenario: Scenario, row: Row, number: int) -> None:
         bodies = self._start_scenario(server, scenario)
         served_since_flush = 0
+        suffix = f"-r{number}" if self.args.rounds > 1 else ""
 
         def load(name: str, duration: float, rps: float | None = None) -> LoadResult:
             nonlocal served_since_flush
-            result = self._load(server, scenario, name, duration, rps)
+            result = self._load(server, scenario, name + suffix, duration, rps)
             served_since_flush += result.shim_served or 0
             return result
 
@@ -963,45 +1062,52 @@ class Bench:
         full = load("full", self.args.duration)
         after = self._before(server)
         server.check_alive()
-        row.full = full
+        measured = Round(number, full)
+        row.rounds.append(measured)
         if server.metrics_url and counts is not None:
             accounting = metrics.account(server.metrics_url, counts, [full])
             accounting.check(row.problems, row.warnings)
             row.notes.append(f"full load, by ratelimitd's counters: {accounting.summary()}")
         if before.server_cpu is not None and after.server_cpu is not None:
-            row.server_cpu_s = after.server_cpu - before.server_cpu
+            measured.server_cpu_s = after.server_cpu - before.server_cpu
+        _worker_cpu(measured, before.processes, after.processes, row.warnings, row.notes)
         if before.redis is not None and after.redis is not None:
             if server.label == "ratelimitd":
-                row.redis_calls = after.redis.script_calls - before.redis.script_calls
+                measured.redis_calls = after.redis.script_calls - before.redis.script_calls
             else:  # a target: every command, less our own INFO call
-                row.redis_calls = after.redis.commands - before.redis.commands - 1
+                measured.redis_calls = after.redis.commands - before.redis.commands - 1
                 row.notes.append("Redis RT/decision counts every command of the target's Redis")
             if after.redis.cpu_s is not None and before.redis.cpu_s is not None:
-                row.redis_cpu_s = after.redis.cpu_s - before.redis.cpu_s
-        if row.server_cpu_s is not None:
-            ours = row.server_cpu_s + (row.redis_cpu_s or 0) + full.client_cpu_s
+                measured.redis_cpu_s = after.redis.cpu_s - before.redis.cpu_s
+        if measured.server_cpu_s is not None:
+            ours = measured.server_cpu_s + (measured.redis_cpu_s or 0) + full.client_cpu_s
             _noise(row.warnings, row.notes, before.machine, after.machine, ours, full.duration_s)
         row.problems += _load_problems(full, bodies)
+        rounds = f"  (round {number}/{self.args.rounds})" if self.args.rounds > 1 else ""
         log(
             f"   {scenario.name:9} {server.label:10} {full.rate:9,.0f}/s  "
-            f"p50 {full.p50_ms or 0:6.2f} ms  p99 {full.p99_ms or 0:6.2f} ms"
+            f"p50 {full.p50_ms or 0:6.2f} ms  p99 {full.p99_ms or 0:6.2f} ms{rounds}"
         )
-
-        if half and full.rate > 0:
-            target_rate = full.rate / 2
-            row.half = load("half", self.args.duration, target_rate / self.args.clients)
-            row.notes.append(
-                f"half load: asked {target_rate:,.0f}/s, got {row.half.rate:,.0f}/s, "
-                f"p50 {row.half.p50_ms or 0:.2f} ms"
-            )
-            if row.half.failed:
-                row.problems.append(f"{row.half.failed} failed requests at half load")
-            log(
-                f"   {'':9} {'@50%':10} {row.half.rate:9,.0f}/s  p99 {row.half.p99_ms or 0:6.2f} ms"
-            )
-
         if scenario.name == "distinct" and server.label == "ratelimitd" and self.redis:
             self._check_distinct(row, scenario, served_since_flush, checked.sent)
+
+    def measure_half(self, server: Server, scenario: Scenario, row: Row) -> None:
+        """Once after the rounds: --duration seconds at half the row's (median) decisions/s,
+        for the p99 of a server that is not saturated."""
+        rate = row.rate
+        if not rate:
+            return
+        server.check_alive()
+        target_rate = rate / 2
+        clients = self._h2load(scenario).clients
+        row.half = self._load(server, scenario, "half", self.args.duration, target_rate / clients)
+        row.notes.append(
+            f"half load: asked {target_rate:,.0f}/s, got {row.half.rate:,.0f}/s, "
+            f"p50 {row.half.p50_ms or 0:.2f} ms"
+        )
+        if row.half.failed:
+            row.problems.append(f"{row.half.failed} failed requests at half load")
+        log(f"   {'':9} {'@50%':10} {row.half.rate:9,.0f}/s  p99 {row.half.p99_ms or 0:6.2f} ms")
 
     def _check_distinct(self, row: Row, scenario: Scenario, served: int, probes: int) -> None:
         """Every request of `distinct` must have hit its own counter: Redis should hold one
@@ -1009,7 +1115,8 @@ class Bench:
         assert self.redis is not None
         keys = int(self.redis.client.dbsize())
         expected = min(scenario.distinct, served)
-        slack = 3 * self.args.clients * self.args.streams
+        load = self._h2load(scenario)
+        slack = 3 * load.clients * load.streams
         row.notes.append(
             f"Redis holds {keys:,} keys after {served:,} requests over "
             f"{scenario.distinct:,} distinct keys"
@@ -1040,7 +1147,8 @@ class Bench:
         assert server.metrics_url is not None  # a ratelimitd
         counts = metrics.scrape(server.metrics_url)
         with soak.Sampler(server, sample, log, scenario.method) as sampler:
-            result = self._load(server, scenario, "soak", args.soak * 60, rate / args.clients)
+            clients = self._h2load(scenario).clients
+            result = self._load(server, scenario, "soak", args.soak * 60, rate / clients)
         if sampler.failure is not None:
             raise HarnessError(f"sampling failed: {sampler.failure!r}")
         server.check_alive()
@@ -1078,30 +1186,37 @@ class Bench:
         )
 
     def compute_ratios(self) -> None:
-        """ratelimitd (or target) rate / constant rate, same transport, workers, scenario."""
+        """Per round, ratelimitd's (or the target's) decisions/s ÷ the constant server's of
+        the same round, transport, workers and scenario (for a target: the grpc 1-worker
+        constant server); each row's ratio is the median of its rounds'. With several rounds,
+        each row's notes give its figures by round."""
         constants = {
-            (r.transport, r.workers, r.scenario): r
-            for r in self.rows
-            if r.server == "constant" and r.full is not None
+            (r.transport, r.workers, r.scenario): r for r in self.rows if r.server == "constant"
         }
         for row in self.rows:
-            if row.server == "constant" or row.full is None:
-                continue
             base = constants.get((row.transport, row.workers, row.scenario))
-            if base is not None and base.full is not None and base.full.rate > 0:
-                row.ratio = row.full.rate / base.full.rate
+            if row.server != "constant" and base is not None:
+                partner = {r.number: r for r in base.rounds}
+                for measured in row.rounds:
+                    other = partner.get(measured.number)
+                    if other is not None and other.full.rate > 0:
+                        measured.ratio = measured.full.rate / other.full.rate
+                if row.ratios:
+                    row.ratio = statistics.median(row.ratios)
+            if self.args.rounds > 1:
+                row.notes += _round_notes(row)
         self._compare_check()
 
     def _compare_check(self) -> None:
         """`check` (ext_authz Check, one descriptor by extract) ÷ `one` (ShouldRateLimit, the
         same descriptor), per server, transport and workers of the same run, in the notes."""
         rates = {
-            (r.server, r.transport, r.workers, r.scenario): r.full.rate
+            (r.server, r.transport, r.workers, r.scenario): r.rate
             for r in self.rows
-            if r.full is not None and r.full.rate > 0 and not r.problems and not r.error
+            if r.rate and not r.problems and not r.error
         }
         for row in self.rows:
-            if row.scenario != "check" or row.full is None:
+            if row.scenario != "check" or not row.rounds:
                 continue
             one = rates.get((row.server, row.transport, row.workers, "one"))
             check = rates.get((row.server, row.transport, row.workers, "check"))
@@ -1225,6 +1340,80 @@ class Bench:
                 f"requests (error {delta.get('error', 0)}, "
                 f"failure_mode_allowed {delta.get('failure_mode_allowed', 0)})"
             )
+
+
+@dataclass(frozen=True)
+class _Subject:
+    """A server of a group measured in alternating rounds (Bench._measure_group)."""
+
+    label: str  # constant, ratelimitd, target
+    start: Callable[[], Server]
+    half: bool  # with a half-load run after the rounds
+
+
+def _record_error(
+    row: AnyRow, exc: HarnessError | redis.RedisError | OSError, tag: str = ""
+) -> None:
+    """Why `row` was (or some of its rounds were) not measured."""
+    row.error = tag + str(exc).splitlines()[0]
+    row.skipped = isinstance(exc, UnavailableError)
+
+
+def _worker_cpu(
+    measured: Round,
+    before: ProcessCpu | None,
+    after: ProcessCpu | None,
+    warnings: list[str],
+    notes: list[str],
+) -> None:
+    """Each worker process's CPU seconds during the run, in start order (lowest pid first),
+    and the supervisor's; a warning when the workers changed (one restarted: the time of one
+    that exited is lost)."""
+    if before is None or after is None:
+        return
+    pids = sorted(before.workers.keys() | after.workers.keys())
+    measured.worker_cpu_s = [
+        max(
+            0.0, after.workers.get(pid, before.workers.get(pid, 0.0)) - before.workers.get(pid, 0.0)
+        )
+        for pid in pids
+    ]
+    if before.supervisor_s is not None and after.supervisor_s is not None:
+        measured.supervisor_cpu_s = after.supervisor_s - before.supervisor_s
+    if before.workers.keys() != after.workers.keys():
+        warnings.append("worker processes changed during the run (one restarted?)")
+    if len(pids) > 1:
+        supervisor = measured.supervisor_cpu_s
+        notes.append(
+            "worker CPU s (start order): "
+            + " / ".join(f"{cpu:.2f}" for cpu in measured.worker_cpu_s)
+            + (f", supervisor {supervisor:.2f}" if supervisor is not None else "")
+            + f" = {shares_text(measured.worker_shares)}"
+        )
+
+
+def _round_notes(row: Row) -> list[str]:
+    """A row's figures by round: decisions/s, CPU s/1k, and the ratio with its median and
+    range (each round's worker CPU is in that round's notes)."""
+    if not row.rounds:
+        return []
+
+    def by_round(figures: Sequence[float | None], digits: int) -> str:
+        return ", ".join("—" if f is None else f"{f:,.{digits}f}" for f in figures)
+
+    rounds = row.rounds
+    notes = [
+        f"by round ({', '.join(str(r.number) for r in rounds)}): decisions/s "
+        f"{by_round([r.full.rate for r in rounds], 0)}; CPU s/1k "
+        f"{by_round([r.per_1k(r.server_cpu_s) for r in rounds], 3)}"
+    ]
+    ratios = row.ratios
+    if ratios and row.ratio is not None:
+        notes.append(
+            f"vs constant by round: {by_round(ratios, 2)}; median {row.ratio:.2f}, range "
+            f"{min(ratios):.2f} to {max(ratios):.2f}"
+        )
+    return notes
 
 
 NOISE_LIMIT = 0.25  # of one core: above this, other processes may have skewed the run

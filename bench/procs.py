@@ -58,8 +58,8 @@ def _stat_fields(pid: int) -> list[str] | None:
     return raw[raw.rindex(")") + 2 :].split()
 
 
-def descendants(pid: int) -> list[int]:
-    """Every living descendant of `pid` (children, their children, ...)."""
+def _children_map() -> dict[int, list[int]]:
+    """Every living process's children, by parent pid."""
     children: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -67,6 +67,17 @@ def descendants(pid: int) -> list[int]:
         fields = _stat_fields(int(entry.name))
         if fields is not None:
             children.setdefault(int(fields[1]), []).append(int(entry.name))
+    return children
+
+
+def children(pid: int) -> list[int]:
+    """The living children of `pid`, lowest pid (usually the first started) first."""
+    return sorted(_children_map().get(pid, []))
+
+
+def descendants(pid: int) -> list[int]:
+    """Every living descendant of `pid` (children, their children, ...)."""
+    children = _children_map()
     found: list[int] = []
     todo = [pid]
     while todo:
@@ -76,15 +87,18 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
+def own_cpu_seconds(pid: int) -> float:
+    """utime + stime of `pid` alone (0 if it is gone), in seconds."""
+    fields = _stat_fields(pid)
+    if fields is None:
+        return 0.0
+    # Fields 14 and 15 of stat(5), counted from 1 with pid and comm as 1 and 2.
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
 def cpu_seconds(pid: int) -> float:
     """utime + stime of `pid` and all its living descendants, in seconds."""
-    total = 0
-    for each in [pid, *descendants(pid)]:
-        fields = _stat_fields(each)
-        if fields is not None:
-            # Fields 14 and 15 of stat(5), counted from 1 with pid and comm as 1 and 2.
-            total += int(fields[11]) + int(fields[12])
-    return total / CLOCK_TICKS
+    return sum(own_cpu_seconds(each) for each in [pid, *descendants(pid)])
 
 
 def resident_kib(pid: int) -> dict[int, tuple[str, int]]:

@@ -9,7 +9,7 @@ import re
 import shlex
 import statistics
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -22,36 +22,107 @@ from bench.soak import MemoryGrowth
 REPO = Path(__file__).resolve().parent.parent
 
 
+def _median(values: Sequence[float | None]) -> float | None:
+    """The median of the known values, None if there are none."""
+    known = [v for v in values if v is not None]
+    return statistics.median(known) if known else None
+
+
+@dataclass
+class Round:
+    """One measured full-load run of a row, with the counters read around it. A row has one
+    per --rounds (bench/harness.py), numbered from 1 in the order they ran."""
+
+    number: int
+    full: LoadResult
+    server_cpu_s: float | None = None  # the server's process trees
+    redis_cpu_s: float | None = None
+    redis_calls: int | None = None  # script calls (or, for a target, all commands)
+    # CPU seconds of each worker process (its tree), in start order, and of a supervisor
+    # above them (its own process only; None when the server has none).
+    worker_cpu_s: list[float] = field(default_factory=list)
+    supervisor_cpu_s: float | None = None
+    ratio: float | None = None  # decisions/s ÷ the partner's (constant server's) same round
+
+    def per_1k(self, value: float | None) -> float | None:
+        """`value` per 1000 successful decisions of this run."""
+        if value is None or self.full.succeeded == 0:
+            return None
+        return value / (self.full.succeeded / 1000)
+
+    @property
+    def redis_rt(self) -> float | None:
+        """Redis calls per decision."""
+        if self.redis_calls is None or self.full.succeeded == 0:
+            return None
+        return self.redis_calls / self.full.succeeded
+
+    @property
+    def client_share(self) -> float | None:
+        """The load generator's CPU time as a share of one core."""
+        return self.full.client_cpu_s / self.full.duration_s if self.full.duration_s else None
+
+    @property
+    def worker_shares(self) -> list[float]:
+        """Each worker's share of the workers' CPU time, in start order (empty: unknown)."""
+        total = sum(self.worker_cpu_s)
+        return [cpu / total for cpu in self.worker_cpu_s] if total > 0 else []
+
+
 @dataclass
 class Row:
-    """One measured server under one scenario (or a row that could not be measured)."""
+    """One measured server under one scenario (or a row that could not be measured): its
+    rounds of full load, their medians, and the half-load run."""
 
     transport: str
     workers: int
     scenario: str
     server: str  # ratelimitd, constant, target
-    full: LoadResult | None = None
-    half: LoadResult | None = None
-    server_cpu_s: float | None = None  # during the full-load run
-    redis_cpu_s: float | None = None
-    redis_calls: int | None = None  # script calls (or, for a target, all commands)
-    ratio: float | None = None
+    rounds: list[Round] = field(default_factory=list)
+    half: LoadResult | None = None  # once, after the rounds
+    ratio: float | None = None  # the median of the rounds' ratios (or set by the caller)
     problems: list[str] = field(default_factory=list)  # failed checks
     warnings: list[str] = field(default_factory=list)  # measured, but less trustworthy
     notes: list[str] = field(default_factory=list)
-    error: str | None = None  # why there is no measurement
+    error: str | None = None  # why there is no measurement (or no complete one)
     skipped: bool = False  # not measured because this version cannot run it: no failure
 
-    def per_1k(self, value: float | None) -> float | None:
-        """`value` per 1000 successful decisions of the full-load run."""
-        if value is None or self.full is None or self.full.succeeded == 0:
-            return None
-        return value / (self.full.succeeded / 1000)
+    def median(self, of: Callable[[Round], float | None]) -> float | None:
+        """The median over the rounds of a figure of each round."""
+        return _median([of(r) for r in self.rounds])
+
+    @property
+    def rate(self) -> float | None:
+        """Decisions/s: the median over the rounds (None: not measured)."""
+        return self.median(lambda r: r.full.rate)
+
+    @property
+    def ratios(self) -> list[float]:
+        """The rounds' ratios, in round order."""
+        return [r.ratio for r in self.rounds if r.ratio is not None]
+
+    @property
+    def worker_shares(self) -> list[float]:
+        """Each worker's share of the workers' CPU, largest first: per rank, the median over
+        the rounds of each round's shares sorted largest first (empty: unknown)."""
+        ranked = [sorted(r.worker_shares, reverse=True) for r in self.rounds if r.worker_shares]
+        if not ranked:
+            return []
+        width = max(len(shares) for shares in ranked)
+        return [
+            statistics.median(shares[i] if i < len(shares) else 0.0 for shares in ranked)
+            for i in range(width)
+        ]
 
     @property
     def label(self) -> str:
         """transport/scenario/workers/server, for notes."""
         return f"{self.transport}/{self.scenario}/w{self.workers}/{self.server}"
+
+
+def shares_text(shares: Sequence[float]) -> str:
+    """`97% / 3%`."""
+    return " / ".join(f"{share:.0%}" for share in shares)
 
 
 @dataclass
@@ -155,42 +226,54 @@ GRPC_HEADER = (
     "vs constant",
     "checks",
 )
+# Columns added when they say something: after `vs constant`, with more than one round; before
+# `checks`, when a row ran on more than one worker process.
+RATIO_RANGE = "range"
+WORKER_SHARES = "worker CPU share"
 
 
 def grpc_table(rows: Sequence[Row], ratio: str = "vs constant") -> str:
-    """The gRPC table: one line per transport/scenario/workers/server; `ratio` heads the
-    column of Row.ratio."""
+    """The gRPC table: one line per transport/scenario/workers/server, each figure the median
+    over the row's rounds; `ratio` heads the column of Row.ratio. With several rounds, the
+    range of the rounds' ratios follows it; when some row has several worker processes, each
+    worker's share of their CPU (largest first) precedes the checks."""
+    ranges = any(len(row.rounds) > 1 for row in rows)
+    shares = any(len(row.worker_shares) > 1 for row in rows)
+    header = [ratio if h == "vs constant" else h for h in GRPC_HEADER]
+    if ranges:
+        header.insert(header.index(ratio) + 1, RATIO_RANGE)
+    if shares:
+        header.insert(header.index("checks"), WORKER_SHARES)
     lines = []
     for row in rows:
-        if row.full is None:
+        if not row.rounds:
             cells = [row.transport, str(row.workers), row.scenario, row.server]
-            lines.append(_unmeasured(cells, len(GRPC_HEADER), row))
+            lines.append(_unmeasured(cells, len(header), row))
             continue
-        redis_rt = (
-            row.redis_calls / row.full.succeeded
-            if row.redis_calls is not None and row.full.succeeded
-            else None
-        )
-        client = 100 * row.full.client_cpu_s / row.full.duration_s if row.full.duration_s else None
-        lines.append(
-            [
-                row.transport,
-                str(row.workers),
-                row.scenario,
-                row.server,
-                _num(row.full.rate),
-                _num(row.full.p50_ms, 2),
-                _num(row.full.p99_ms, 2),
-                _num(row.half.p99_ms, 2) if row.half else "—",
-                _num(redis_rt, 3),
-                _num(row.per_1k(row.server_cpu_s), 3),
-                _num(row.per_1k(row.redis_cpu_s), 3),
-                f"{client:.0f}%" if client is not None else "—",
-                f"{row.ratio:.2f}" if row.ratio is not None else "—",
-                _checks(row.problems, row.warnings),
-            ]
-        )
-    return _table([ratio if h == "vs constant" else h for h in GRPC_HEADER], lines)
+        client = row.median(lambda r: r.client_share)
+        ratios = row.ratios
+        cells = [
+            row.transport,
+            str(row.workers),
+            row.scenario,
+            row.server,
+            _num(row.rate),
+            _num(row.median(lambda r: r.full.p50_ms), 2),
+            _num(row.median(lambda r: r.full.p99_ms), 2),
+            _num(row.half.p99_ms, 2) if row.half else "—",
+            _num(row.median(lambda r: r.redis_rt), 3),
+            _num(row.median(lambda r: r.per_1k(r.server_cpu_s)), 3),
+            _num(row.median(lambda r: r.per_1k(r.redis_cpu_s)), 3),
+            f"{100 * client:.0f}%" if client is not None else "—",
+            f"{row.ratio:.2f}" if row.ratio is not None else "—",
+        ]
+        if ranges:
+            cells.append(f"{min(ratios):.2f}-{max(ratios):.2f}" if len(ratios) > 1 else "—")
+        if shares:
+            cells.append(shares_text(row.worker_shares) or "—")
+        problems = [*row.problems, *([row.error] if row.error else [])]
+        lines.append([*cells, _checks(problems, row.warnings)])
+    return _table(header, lines)
 
 
 E2E_HEADER = (

@@ -37,6 +37,10 @@ class Scenario:
     over_limit_share: float
     # The gRPC method of every message: ShouldRateLimit, or ext_authz Check (CheckRequests).
     method: str = RLS_METHOD
+    # h2load's connections and streams per connection, whatever --clients and --streams say
+    # (None: theirs).
+    clients: int | None = None
+    streams: int | None = None
 
     @property
     def is_check(self) -> bool:
@@ -175,6 +179,20 @@ def check() -> Scenario:
     )
 
 
+def single_connection() -> Scenario:
+    """`one`'s request over a single HTTP/2 connection with many streams: a server whose
+    workers share a port (SO_REUSEPORT) gets the connection on one of them."""
+    return Scenario(
+        "single-connection",
+        "`one`'s 1 descriptor [(tenant, steady)] over 1 connection, 128 streams (h2load -c 1 "
+        "-m 128)",
+        one().messages,
+        0.0,
+        clients=1,
+        streams=128,
+    )
+
+
 def build(name: str, *, distinct_keys: int = DEFAULT_DISTINCT_KEYS) -> Scenario:
     """The scenario called `name`; ValueError for an unknown name."""
     builders: dict[str, Callable[[], Scenario]] = {
@@ -183,6 +201,7 @@ def build(name: str, *, distinct_keys: int = DEFAULT_DISTINCT_KEYS) -> Scenario:
         "distinct": lambda: distinct(distinct_keys),
         "overlimit": overlimit,
         "check": check,
+        "single-connection": single_connection,
     }
     if name not in builders:
         raise ValueError(f"unknown scenario {name!r}; known: {', '.join(builders)}")
@@ -192,4 +211,7 @@ def build(name: str, *, distinct_keys: int = DEFAULT_DISTINCT_KEYS) -> Scenario:
     return scenario
 
 
-NAMES = ("one", "three", "distinct", "overlimit", "check")
+NAMES = ("one", "three", "distinct", "overlimit", "check", "single-connection")
+# What runs without --scenarios: single-connection only when asked for (it shows how one client
+# connection spreads over worker processes, which matters with --workers above 1).
+DEFAULT_NAMES = ("one", "three", "distinct", "overlimit", "check")

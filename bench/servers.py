@@ -21,9 +21,11 @@ from bench.procs import (
     Proc,
     Supervisor,
     UnavailableError,
+    children,
     cpu_seconds,
     free_port,
     http_ok,
+    own_cpu_seconds,
     resident_kib,
     run_captured,
     wait_until,
@@ -172,6 +174,16 @@ def serve_flags() -> set[str]:
     return {flag for flag in ("--transport", "--workers") if flag in text}
 
 
+@dataclass(frozen=True)
+class ProcessCpu:
+    """CPU seconds so far of a server's worker processes, by pid, each with its descendants
+    (a pyvoy worker's Envoy), and of the supervisor above them, its own process only (None
+    when the server has none)."""
+
+    workers: dict[int, float]
+    supervisor_s: float | None = None
+
+
 @dataclass
 class Server:
     """A gRPC RateLimitService endpoint under test, with the processes to account CPU to."""
@@ -191,6 +203,23 @@ class Server:
         if not pids:
             return None
         return sum(cpu_seconds(pid) for pid in pids)
+
+    def process_cpu(self) -> ProcessCpu | None:
+        """CPU seconds so far of each worker process (None: no process known). A ratelimitd
+        with workers is a supervisor whose children are the workers (grpc: `ratelimitd serve`
+        processes; asgi: one Envoy each, even with 1 worker); without (grpc, 1 worker) it is
+        its only worker. A constant server's processes are its workers (asgi: pyvoy with its
+        Envoy), and so is each --target-pid of a target."""
+        roots = [p.pid for p in self.procs] + self.pids
+        if not roots:
+            return None
+        if self.label == "ratelimitd" and len(roots) == 1:
+            workers = children(roots[0])
+            if workers:
+                return ProcessCpu(
+                    {pid: cpu_seconds(pid) for pid in workers}, own_cpu_seconds(roots[0])
+                )
+        return ProcessCpu({pid: cpu_seconds(pid) for pid in roots})
 
     def resident_kib(self) -> dict[int, tuple[str, int]]:
         """Name and VmRSS (KiB) of every process of this server's trees, by pid."""
