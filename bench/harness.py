@@ -1057,7 +1057,7 @@ class Bench:
 
         _, checked = self._warm_up_and_probe(server, scenario, load, row.problems, row.notes)
 
-        counts = metrics.scrape(server.metrics_url) if server.metrics_url else None
+        counts = metrics.settled_scrape(server.metrics_url) if server.metrics_url else None
         before = self._before(server)
         full = load("full", self.args.duration)
         after = self._before(server)
@@ -1145,7 +1145,7 @@ class Bench:
         log(f"   steady load: {rate:,.0f}/s for {args.soak:g} min")
         sample = _sample(scenario.messages, PROBE_SAMPLE)
         assert server.metrics_url is not None  # a ratelimitd
-        counts = metrics.scrape(server.metrics_url)
+        counts = metrics.settled_scrape(server.metrics_url)
         with soak.Sampler(server, sample, log, scenario.method) as sampler:
             clients = self._h2load(scenario).clients
             result = self._load(server, scenario, "soak", args.soak * 60, rate / clients)

@@ -65,6 +65,25 @@ def _minus(now: Counter[Key], then: Counter[Key]) -> Counter[Key]:
     return Counter({k: n - then.get(k, 0) for k, n in now.items() if n != then.get(k, 0)})
 
 
+# ratelimitd's workers publish their counts once a second (the one answering a scrape, at
+# once): counts still moving after a load settle within this.
+PUBLISH_INTERVAL_S = 1.0
+
+
+def settled_scrape(url: str) -> Counts:
+    """The counters once they stopped moving: with several workers, a scrape right after a
+    load misses what the other workers counted in their last second."""
+    counts = scrape(url)
+    deadline = time.monotonic() + SETTLE_TIMEOUT_S
+    while time.monotonic() < deadline:
+        time.sleep(PUBLISH_INTERVAL_S + 0.2)
+        again = scrape(url)
+        if again == counts:
+            break
+        counts = again
+    return counts
+
+
 def scrape(url: str) -> Counts:
     """Read ratelimitd's counters from its /metrics `url`."""
     try:
