@@ -574,10 +574,34 @@ class Bench:
                             self.measure_half, server, scenario, rows[index]
                         )
                         self._guarded(rows[index], scenario, measure)
+                self._half_beside(running, scenario, index)
         finally:
             for server, _, _ in running:
                 for proc in server.procs:
                     self.supervisor.stop(proc)
+
+    def _half_beside(
+        self, running: list[tuple[Server, list[Row], bool]], scenario: Scenario, index: int
+    ) -> None:
+        """The servers without a half-load run of their own (the constant server) are loaded
+        at the rate the measured server's half-load run asked for, so that the two p99s
+        compare at the same offered load; the ratio is a note of the measured server's row."""
+        measured = [rows[index] for _, rows, half in running if half and rows[index].half]
+        if not measured:
+            return
+        subject = measured[0]
+        for server, rows, half in running:
+            if half:
+                continue
+            row = rows[index]
+            measure = functools.partial(self.measure_half, server, scenario, row, subject.rate)
+            self._guarded(row, scenario, measure)
+            ours, theirs = subject.half, row.half
+            if ours and theirs and ours.p99_ms and theirs.p99_ms:
+                subject.notes.append(
+                    f"p99 at half load {ours.p99_ms:.2f} ms vs {row.server} at the same offered "
+                    f"rate {theirs.p99_ms:.2f} ms: {ours.p99_ms / theirs.p99_ms:.2f}x"
+                )
 
     def _guarded(
         self, row: AnyRow, scenario: Scenario, measure: Callable[[], None], number: int = 0
@@ -1091,10 +1115,12 @@ class Bench:
         if scenario.name == "distinct" and server.label == "ratelimitd" and self.redis:
             self._check_distinct(row, scenario, served_since_flush, checked.sent)
 
-    def measure_half(self, server: Server, scenario: Scenario, row: Row) -> None:
-        """Once after the rounds: --duration seconds at half the row's (median) decisions/s,
-        for the p99 of a server that is not saturated."""
-        rate = row.rate
+    def measure_half(
+        self, server: Server, scenario: Scenario, row: Row, rate: float | None = None
+    ) -> None:
+        """Once after the rounds: --duration seconds at half the row's (median) decisions/s
+        (or half of `rate`), for the p99 of a server that is not saturated."""
+        rate = rate or row.rate
         if not rate:
             return
         server.check_alive()
