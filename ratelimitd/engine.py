@@ -64,8 +64,8 @@ class Plan:
     its values as `key_value.key_value` when its rule asks for per-value metrics;
     `charges_overdraft` says whether a hit charges a limit with overdraft (such a request
     must reach the store, whatever the local over-limit cache knows). `memo` is for the
-    layers around the engine to keep what they derive from the plan (encoded limits, store
-    arguments): it lives and dies with the plan.
+    layers around the engine to keep what they derive from the plan (the wire encoder's
+    current_limit fields): it lives and dies with the plan.
     """
 
     __slots__ = (

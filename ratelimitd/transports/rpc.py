@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import cast
 
 import structlog
 from google.protobuf.message import DecodeError
@@ -95,10 +96,10 @@ class Rpc:
             TRACER.end(span, domain, code, decision.store_s)
         if self._debug:
             log.debug("decision", domain=domain, code=code, statuses=describe(decision))
-        limits = plan.memo.get(_LIMITS_MEMO)
+        limits = cast("tuple[bytes, ...] | None", plan.memo.get(_LIMITS_MEMO))
         if limits is None:
             limits = plan.memo[_LIMITS_MEMO] = rls_wire.current_limits(decision.statuses)
-        return rls_wire.encode_response(decision, limits)  # type: ignore[arg-type]
+        return rls_wire.encode_response(decision, limits)
 
     async def check(self, data: bytes, metadata: Metadata | None = None) -> bytes:
         """A serialized CheckResponse for a serialized CheckRequest (Envoy's ext_authz): the
