@@ -611,11 +611,29 @@ def machine() -> str:
     return f"nproc {len(os.sched_getaffinity(0))}, {model}{memory}, Linux {platform.release()}"
 
 
+# As a server process imports it: without the current directory `-c` puts first on the path.
+_WHERE_IS_RATELIMITD = (
+    "import os, sys; sys.path[:] = [p for p in sys.path if p]; "
+    "import ratelimitd; print(os.path.dirname(ratelimitd.__file__))"
+)
+
+
 def versions(envoy: Path) -> str:
     """Versions of everything measured or measuring."""
-    commit = run_captured(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"]).strip()
-    # What the run measured is the working tree: say when ratelimitd's differs from the commit.
-    dirty = run_captured(["git", "-C", str(REPO), "status", "--porcelain", "--", "ratelimitd"])
+    # The ratelimitd the servers import (PYTHONPATH may point at another checkout, to measure
+    # an earlier commit), and its commit; say when its working tree differs from the commit.
+    source = Path(
+        run_captured(
+            [
+                sys.executable,
+                "-c",
+                "import ratelimitd, os; print(os.path.dirname(ratelimitd.__file__))",
+            ]
+        ).strip()
+        or REPO / "ratelimitd"
+    )
+    commit = run_captured(["git", "-C", str(source), "rev-parse", "--short", "HEAD"]).strip()
+    dirty = run_captured(["git", "-C", str(source), "status", "--porcelain", "--", "."])
     h2load = _first_line(run_captured(["h2load", "--version"]))
     wrk = _first_line(run_captured(["wrk", "--version"])).split(" [")[0]
     redis_version = re.search(r"v=(\S+)", run_captured(["redis-server", "--version"]))
