@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import itertools
 import os
 import re
@@ -16,7 +17,7 @@ import time
 import urllib.request
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 from urllib.parse import quote
 
 import structlog
@@ -94,11 +95,14 @@ def worker_environment(settings: Settings, scratch: Path) -> dict[str, str]:
     }
     metrics_dir = scratch / "metrics"
     metrics_dir.mkdir(exist_ok=True)
+    # A worker is one process, serving with the connection cap chosen for all of them.
+    own = dataclasses.replace(
+        settings, workers=1, max_streams_per_connection=settings.streams_per_connection
+    )
     return (
         inherited
-        | settings.to_environment()
+        | own.to_environment()
         | {
-            f"{ENV_PREFIX}WORKERS": "1",
             MULTIPROC_ENV: str(metrics_dir),
             RELOAD_MARKER_ENV: str(reload_marker(scratch)),
         }
@@ -125,33 +129,83 @@ def grpc_starter(settings: Settings, scratch: Path) -> Starter:
 def asgi_starter(settings: Settings, scratch: Path) -> Starter:
     """Starts one Envoy process hosting the ASGI app (pyvoy). Creating the drain marker in
     `scratch` tells every worker's app to stop serving."""
-    host, port = split_address(settings.grpc_addr)
     drain_marker = scratch / "draining"
     environment = worker_environment(settings, scratch) | {DRAIN_MARKER_ENV: str(drain_marker)}
 
-    tls = settings.tls()
-
     async def start(ready_marker: Path) -> Worker:
-        server = PyvoyServer(
-            ASGI_APP,
-            address=host,
-            port=port,
-            # With a key and certificate and no separate TLS port, pyvoy serves TLS on `port`.
-            tls_key=tls.key if tls else None,
-            tls_cert=tls.cert if tls else None,
-            tls_ca_cert=tls.client_ca if tls else None,
-            tls_require_client_certificate=True,
-            tls_enable_http3=False,
-            lifespan=True,
-            log_level="error",
-            env=environment | {READY_MARKER_ENV: str(ready_marker)},
-            stdout=None,
-            stderr=None,
-        )
+        server = pyvoy_server(settings, environment | {READY_MARKER_ENV: str(ready_marker)})
         await server.start()
         return _EnvoyWorker(server, settings.drain_timeout, drain_marker)
 
     return start
+
+
+def pyvoy_server(settings: Settings, environment: dict[str, str]) -> PyvoyServer:
+    """The (not yet started) Envoy process of one asgi worker, run with `environment`."""
+    host, port = split_address(settings.grpc_addr)
+    tls = settings.tls()
+    return _CappedPyvoyServer(
+        ASGI_APP,
+        settings.streams_per_connection,
+        address=host,
+        port=port,
+        # With a key and certificate and no separate TLS port, pyvoy serves TLS on `port`.
+        tls_key=tls.key if tls else None,
+        tls_cert=tls.cert if tls else None,
+        tls_ca_cert=tls.client_ca if tls else None,
+        tls_require_client_certificate=True,
+        tls_enable_http3=False,
+        lifespan=True,
+        log_level="error",
+        env=environment,
+        stdout=None,
+        stderr=None,
+    )
+
+
+class _CappedPyvoyServer(PyvoyServer):
+    """pyvoy's server, announcing at most `max_streams` concurrent streams per HTTP/2
+    connection (None: Envoy's default, 1024). pyvoy has no parameter for the HTTP connection
+    manager's HTTP/2 options, so they go into the Envoy config it generates."""
+
+    def __init__(self, app: str, max_streams: int | None, **options: Any) -> None:
+        super().__init__(app, **options)
+        self._max_streams = max_streams
+
+    def get_envoy_config(self) -> dict[str, Any]:
+        config: dict[str, Any] = super().get_envoy_config()
+        if self._max_streams is not None:
+            cap_concurrent_streams(config, self._max_streams)
+        return config
+
+
+_HTTP_CONNECTION_MANAGER = "envoy.filters.network.http_connection_manager"
+
+
+def cap_concurrent_streams(config: dict[str, Any], max_streams: int) -> None:
+    """Set http2_protocol_options.max_concurrent_streams on every HTTP connection manager of
+    the TCP listeners of Envoy bootstrap `config` (in place); RuntimeError when there is none
+    (pyvoy generates its config otherwise: the cap must not silently go missing)."""
+    managers: list[dict[str, Any]] = []
+    try:
+        for listener in config["static_resources"]["listeners"]:
+            if listener["address"]["socket_address"].get("protocol", "TCP") != "TCP":
+                continue  # QUIC: HTTP/3 has no HTTP/2 options
+            for chain in listener["filter_chains"]:
+                managers += [
+                    f["typed_config"]
+                    for f in chain["filters"]
+                    if f["name"] == _HTTP_CONNECTION_MANAGER
+                ]
+    except (KeyError, TypeError) as exc:
+        raise RuntimeError(f"unexpected shape of pyvoy's Envoy config: {exc!r}") from exc
+    if not managers:
+        raise RuntimeError(
+            f"pyvoy's Envoy config has no {_HTTP_CONNECTION_MANAGER} on a TCP listener"
+        )
+    for manager in managers:
+        options = manager.setdefault("http2_protocol_options", {})
+        options["max_concurrent_streams"] = max_streams
 
 
 class _EnvoyWorker:

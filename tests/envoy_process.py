@@ -4,12 +4,14 @@ once their admin /ready answers, spoken to over HTTP/1.1, stopped at teardown.""
 from __future__ import annotations
 
 import http.client
+import re
 import subprocess
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 import yaml
@@ -61,10 +63,23 @@ class Envoy:
             "GET", path, headers={k.replace("_", "-"): v for k, v in headers.items()}
         )
 
+    def stat(self, name: str) -> int:
+        """The value of counter or gauge `name` (0 while Envoy has not created it)."""
+        connection = http.client.HTTPConnection(HOST, self.admin_port, timeout=10)
+        try:
+            connection.request("GET", "/stats?filter=" + quote(f"^{re.escape(name)}$"))
+            lines = connection.getresponse().read().decode().splitlines()
+        finally:
+            connection.close()
+        return sum(int(line.rpartition(":")[2]) for line in lines)
 
-def run_envoy(tmp: Path, doc: dict[str, Any], started: list[Envoy]) -> Envoy:
-    """Envoy running bootstrap `doc` (a local one: its ingress listener first), once ready;
-    stopped at teardown through `started` (conftest's `proxies` fixture)."""
+
+def run_envoy(
+    tmp: Path, doc: dict[str, Any], started: list[Envoy], *, concurrency: int | None = None
+) -> Envoy:
+    """Envoy running bootstrap `doc` (a local one: its ingress listener first), once ready,
+    with `concurrency` worker threads (default: one per CPU); stopped at teardown through
+    `started` (conftest's `proxies` fixture)."""
     port = doc["static_resources"]["listeners"][0]["address"]["socket_address"]["port_value"]
     admin_port = doc["admin"]["address"]["socket_address"]["port_value"]
     config = tmp / f"envoy-{port}.yaml"
@@ -72,6 +87,8 @@ def run_envoy(tmp: Path, doc: dict[str, Any], started: list[Envoy]) -> Envoy:
     log_path = tmp / f"envoy-{port}.log"
     with log_path.open("wb") as log:
         command = [str(ENVOY), "-c", str(config), "--disable-hot-restart", "-l", "warning"]
+        if concurrency is not None:
+            command += ["--concurrency", str(concurrency)]
         process = subprocess.Popen(command, stdout=log, stderr=log)
     envoy = Envoy(port, admin_port, process)
     started.append(envoy)

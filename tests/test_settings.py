@@ -73,6 +73,7 @@ def test_every_flag_reads_its_environment_variable() -> None:
         "RATELIMITD_MAX_ENTRIES": "4",
         "RATELIMITD_MAX_KEY_LENGTH": "32",
         "RATELIMITD_MAX_VALUE_LENGTH": "64",
+        "RATELIMITD_MAX_STREAMS_PER_CONNECTION": "8",
     }
     assert parse([], environ) == Settings(
         config=("a.yaml", "dir"),
@@ -107,6 +108,7 @@ def test_every_flag_reads_its_environment_variable() -> None:
         max_entries=4,
         max_key_length=32,
         max_value_length=64,
+        max_streams_per_connection=8,
     )
     assert set(add_serve_arguments(argparse.ArgumentParser(), {})) == set(environ)
 
@@ -130,6 +132,8 @@ def test_flags_win_over_the_environment() -> None:
         ("RATELIMITD_DEFAULT_ALGORITHM", "leaky"),
         ("RATELIMITD_SHADOW_MODE", "maybe"),
         ("RATELIMITD_NEAR_LIMIT_RATIO", "1.5"),
+        ("RATELIMITD_MAX_STREAMS_PER_CONNECTION", "0"),
+        ("RATELIMITD_MAX_STREAMS_PER_CONNECTION", "2147483648"),
     ],
 )
 def test_bad_environment_values_are_refused(
@@ -172,6 +176,16 @@ def test_worker_count_defaults_to_cpus_with_redis_and_one_without() -> None:
     assert parse(["--config", "a"]).worker_count == 1
     assert parse(["--config", "a", "--redis-url", "redis://r/0"]).worker_count == os.cpu_count()
     assert parse(["--config", "a", "--workers", "3"]).worker_count == 3
+
+
+def test_streams_per_connection_are_capped_with_several_workers_unless_set() -> None:
+    redis = ["--config", "a", "--redis-url", "redis://r/0"]
+    assert parse([*redis, "--workers", "2"]).streams_per_connection == 16
+    assert parse([*redis, "--workers", "1"]).streams_per_connection is None  # no cap
+    assert parse(["--config", "a"]).streams_per_connection is None  # memory: one worker
+    flag = ["--max-streams-per-connection", "100"]
+    assert parse([*redis, "--workers", "2", *flag]).streams_per_connection == 100
+    assert parse([*redis, "--workers", "1", *flag]).streams_per_connection == 100
 
 
 def test_serve_refuses_a_bad_redis_url_once(write_config: Callable[..., Path]) -> None:

@@ -42,15 +42,23 @@ class GrpcTransport:
         address: str,
         tls: Tls | None = None,
         max_request_bytes: int = MAX_MESSAGE_BYTES,
+        max_streams_per_connection: int | None = None,
     ) -> None:
         self.address = address
-        self.server = grpc.aio.server(
-            options=[
-                ("grpc.max_receive_message_length", max_request_bytes),
-                # Every worker process binds the same address.
-                ("grpc.so_reuseport", 1),
-            ]
-        )
+        options: list[tuple[str, int]] = [
+            ("grpc.max_receive_message_length", max_request_bytes),
+            # Every worker process binds the same address.
+            ("grpc.so_reuseport", 1),
+        ]
+        if max_streams_per_connection is not None:
+            # Announced in SETTINGS_MAX_CONCURRENT_STREAMS: a busy Envoy opens more
+            # connections, which SO_REUSEPORT spreads over the workers.
+            options.append(("grpc.max_concurrent_streams", max_streams_per_connection))
+            # grpc's overload protection (on by default) counts a call against the limit
+            # until the server has freed it, after the client saw it end: it would refuse
+            # calls the client was allowed to send (UNAVAILABLE to a gRPC client).
+            options.append(("grpc.http.overload_protection", 0))
+        self.server = grpc.aio.server(options=options)
         self.server.add_generic_rpc_handlers(
             [
                 grpc.method_handlers_generic_handler(
