@@ -90,7 +90,7 @@ def serving_fields(settings: Settings, config: Config) -> dict[str, Any]:
         "grpc_addr": settings.grpc_addr,
         "http_addr": settings.http_addr,
         "workers": settings.worker_count,
-        "max_streams_per_connection": settings.streams_per_connection,
+        "max_streams_per_connection": settings.max_streams_per_connection,
         "files": list(config.files),
         "domains": sorted(config.domains),
         "rules": len(config.rules),
@@ -133,7 +133,7 @@ async def serve_grpc(
                 settings.grpc_addr,
                 settings.tls(),
                 settings.max_request_bytes,
-                settings.streams_per_connection,
+                settings.max_streams_per_connection,
             )
             await grpc_transport.start()
             running.push_async_callback(grpc_transport.stop, settings.drain_timeout)

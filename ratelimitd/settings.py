@@ -34,19 +34,6 @@ RELOAD_MARKER_ENV = f"{ENV_PREFIX}RELOAD_MARKER"
 # Internal, likewise: a file a worker creates once it serves.
 READY_MARKER_ENV = f"{ENV_PREFIX}READY_MARKER"
 
-# Concurrent streams (calls) a client may have on one HTTP/2 connection when several workers
-# share the port. SO_REUSEPORT hands each connection, not each call, to one worker, and an
-# Envoy client sends all its calls over one connection until that connection reaches the
-# limit the server announces (SETTINGS_MAX_CONCURRENT_STREAMS); then it opens another. 16 is
-# about what one saturated worker has in flight (~10k decisions/s, DESIGN.md, times an
-# estimated 1.5 ms per call: a Redis round trip and a few turns of the event loop), so a
-# client opens a second connection about when one worker no longer suffices, and a busy one
-# (100 calls in flight) opens ceil(100/16) = 7. A quiet client keeps one connection, and a
-# client that never opens another (one gRPC channel) still keeps a worker busy. Smaller caps
-# spread better but refuse more calls: a client learns the cap from the server's SETTINGS
-# only after its first calls on a new connection are sent, and those beyond the cap are
-# refused (README: the same cap set on the client avoids it).
-AUTO_STREAMS_PER_CONNECTION = 16
 # The largest value of SETTINGS_MAX_CONCURRENT_STREAMS Envoy takes (2^31 - 1).
 MAX_STREAMS_PER_CONNECTION = 2**31 - 1
 
@@ -107,7 +94,9 @@ class Settings:
     max_entries: int = DEFAULT_REQUEST_LIMITS.max_entries
     max_key_length: int = DEFAULT_REQUEST_LIMITS.max_key_length
     max_value_length: int = DEFAULT_REQUEST_LIMITS.max_value_length
-    # None: automatic (streams_per_connection)
+    # None: the server's own (Envoy's 1024; grpc's, none). Not capped by default: a client
+    # learns the cap from the server's SETTINGS only after its first calls on a new connection
+    # are sent, and calls beyond it are refused (README, "One connection, one worker").
     max_streams_per_connection: int | None = None
 
     @property
@@ -116,16 +105,6 @@ class Settings:
         if self.workers is not None:
             return self.workers
         return (os.cpu_count() or 1) if self.redis_url else 1
-
-    @property
-    def streams_per_connection(self) -> int | None:
-        """The concurrent streams the gRPC port allows per client connection, or None for
-        the server's default (Envoy's 1024; grpc's, none): as set, else
-        AUTO_STREAMS_PER_CONNECTION with several workers (so that clients open several
-        connections, which the workers share) and None with one."""
-        if self.max_streams_per_connection is not None:
-            return self.max_streams_per_connection
-        return AUTO_STREAMS_PER_CONNECTION if self.worker_count > 1 else None
 
     def engine(
         self,
@@ -408,8 +387,7 @@ def add_serve_arguments(parser: argparse.ArgumentParser, environ: Mapping[str, s
         "concurrent calls a client may have on one HTTP/2 connection: under load, Envoy then "
         "opens more connections, which the workers share",
         None,
-        shown=f"{AUTO_STREAMS_PER_CONNECTION} with several workers; with one, the server's own "
-        "(Envoy's 1024, grpc's none)",
+        shown="the server's own (Envoy's 1024, grpc's none)",
         metavar="N",
         type=_count(1, MAX_STREAMS_PER_CONNECTION),
     )

@@ -95,13 +95,9 @@ def worker_environment(settings: Settings, scratch: Path) -> dict[str, str]:
     }
     metrics_dir = scratch / "metrics"
     metrics_dir.mkdir(exist_ok=True)
-    # A worker is one process, serving with the connection cap chosen for all of them.
-    own = dataclasses.replace(
-        settings, workers=1, max_streams_per_connection=settings.streams_per_connection
-    )
     return (
         inherited
-        | own.to_environment()
+        | dataclasses.replace(settings, workers=1).to_environment()
         | {
             MULTIPROC_ENV: str(metrics_dir),
             RELOAD_MARKER_ENV: str(reload_marker(scratch)),
@@ -146,7 +142,7 @@ def pyvoy_server(settings: Settings, environment: dict[str, str]) -> PyvoyServer
     tls = settings.tls()
     return _CappedPyvoyServer(
         ASGI_APP,
-        settings.streams_per_connection,
+        settings.max_streams_per_connection,
         address=host,
         port=port,
         # With a key and certificate and no separate TLS port, pyvoy serves TLS on `port`.

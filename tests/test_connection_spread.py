@@ -1,8 +1,9 @@
 """Several workers all serve an Envoy with one worker thread. SO_REUSEPORT hands each client
 connection to one worker, and Envoy sends all its calls over one HTTP/2 connection until that
-connection has as many in flight as the server allows (SETTINGS_MAX_CONCURRENT_STREAMS): so
-ratelimitd announces a cap with several workers (--max-streams-per-connection), and a busy
-Envoy opens more connections, which land on every worker."""
+connection has as many in flight as its cluster allows (max_concurrent_streams, as
+envoy/envoy.yaml sets it), or the server (SETTINGS_MAX_CONCURRENT_STREAMS,
+--max-streams-per-connection): then it opens another, and the connections land on every
+worker."""
 
 from __future__ import annotations
 
@@ -62,14 +63,13 @@ def announced_settings(port: int) -> dict[int, int]:
 @pytest.mark.parametrize(
     ("transport", "workers", "flags", "cap", "announced"),
     [
-        ("asgi", 2, [], 16, 16),
-        ("asgi", 1, [], None, ENVOY_DEFAULT),
+        ("asgi", 2, [], None, ENVOY_DEFAULT),
         ("asgi", 1, ["--max-streams-per-connection", "5"], 5, 5),
-        ("grpc", 2, [], 16, 16),
-        ("grpc", 1, [], None, None),
+        ("grpc", 2, ["--max-streams-per-connection", "16"], 16, 16),
+        ("grpc", 2, [], None, None),
     ],
 )
-def test_the_grpc_port_announces_the_cap_only_with_several_workers_or_when_set(
+def test_the_grpc_port_announces_a_cap_only_when_set(
     ratelimitd: RatelimitdFactory,
     redis_url: str,
     write_config: Callable[..., Path],
@@ -109,9 +109,8 @@ def refusal(config):
     return None
 
 print(json.dumps({
-    "two workers": options(redis_url="redis://r/0", workers=2),
-    "one worker": options(redis_url="redis://r/0", workers=1),
-    "one worker, set": options(workers=1, max_streams_per_connection=5),
+    "not set": options(redis_url="redis://r/0", workers=2),
+    "set": options(workers=1, max_streams_per_connection=5),
     "no listener": refusal({"static_resources": {"listeners": []}}),
     "other shape": refusal({"listeners": []}),
 }))
@@ -128,9 +127,8 @@ def test_an_asgi_workers_envoy_config_carries_the_cap() -> None:
         check=True,
     )
     found: dict[str, Any] = json.loads(result.stdout)
-    assert found["two workers"] == {"max_concurrent_streams": 16}
-    assert found["one worker"] is None  # Envoy's own default: no cap
-    assert found["one worker, set"] == {"max_concurrent_streams": 5}
+    assert found["not set"] is None  # Envoy's own default
+    assert found["set"] == {"max_concurrent_streams": 5}
     # pyvoy generating its config otherwise must stop the start, not drop the cap unseen.
     assert "no envoy.filters.network.http_connection_manager" in found["no listener"]
     assert "unexpected shape" in found["other shape"]
@@ -157,22 +155,23 @@ def cpu_ticks(pid: int) -> int:
 
 
 def front_envoy(
-    tmp_path: Path, proxies: list[Envoy], ratelimitd_port: int, *, client_cap: bool
+    tmp_path: Path, proxies: list[Envoy], ratelimitd_port: int, *, client_cap: int | None
 ) -> Envoy:
-    """envoy/envoy.yaml on loopback with one worker thread, calling ratelimitd; without
-    `client_cap`, its ratelimitd cluster has no max_concurrent_streams of its own (as most
-    Envoys calling a rate limit service), so only the server's SETTINGS limit it."""
+    """envoy/envoy.yaml on loopback with one worker thread, calling ratelimitd, its ratelimitd
+    cluster capped at `client_cap` calls per connection (None: no cap of its own, as most
+    Envoys calling a rate limit service, so only the server's SETTINGS limit it)."""
     doc = local_bootstrap(
         ingress_port=free_port(),
         admin_port=free_port(),
         ratelimitd=(HOST, ratelimitd_port),
         upstream_port=free_port(),
     )
-    if not client_cap:
-        (cluster,) = [c for c in doc["static_resources"]["clusters"] if c["name"] == "ratelimitd"]
-        options = cluster["typed_extension_protocol_options"]
-        http = options["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]
-        http["explicit_http_config"]["http2_protocol_options"] = {}
+    (cluster,) = [c for c in doc["static_resources"]["clusters"] if c["name"] == "ratelimitd"]
+    options = cluster["typed_extension_protocol_options"]
+    http = options["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]
+    http["explicit_http_config"]["http2_protocol_options"] = (
+        {} if client_cap is None else {"max_concurrent_streams": client_cap}
+    )
     return run_envoy(tmp_path, doc, proxies, concurrency=1)
 
 
@@ -223,25 +222,18 @@ def test_an_envoy_with_one_thread_keeps_every_worker_busy(
     proxies: list[Envoy],
     transport: str,
 ) -> None:
-    # A cap of 1 makes the Envoy open a connection per call in flight: 40 to 64 here (fewer
-    # with asgi, which refuses more of the calls sent before its SETTINGS arrived; those are
-    # answered by the failure mode). Each connection lands on one of the listening sockets of
+    # The documented setting, at its extreme: a cluster capped at 1 call per connection makes
+    # the Envoy open a connection per call in flight (64 here). Each lands on one of the
+    # listening sockets of
     # the SO_REUSEPORT group by a hash of its addresses and ports, so on either worker with
     # probability 1/2 (asgi: each pyvoy Envoy has one socket per worker thread, as many as
     # cores; grpc: one per process). Every connection carries about as many calls (all are
     # busy at 64 in flight), so CPU follows connections. With n >= 32 connections (asserted),
     # all land on one worker with probability 2 * 2^-32 (5e-10), and a worker gets few
     # enough (2 of 32) to fall under the 10% bound with probability 2 * 529 / 2^32 (2.5e-7).
-    server = ratelimitd(
-        write_config(CONFIG),
-        "--max-streams-per-connection",
-        "1",
-        redis_url=redis_url,
-        transport=transport,
-        workers=2,
-    )
+    server = ratelimitd(write_config(CONFIG), redis_url=redis_url, transport=transport, workers=2)
     pids = worker_pids(server, 2)
-    proxy = front_envoy(tmp_path, proxies, server.grpc_port, client_cap=False)
+    proxy = front_envoy(tmp_path, proxies, server.grpc_port, client_cap=1)
     before = {pid: cpu_ticks(pid) for pid in pids}
     statuses = drive(proxy, REQUESTS, IN_FLIGHT)
     used = {pid: cpu_ticks(pid) - before[pid] for pid in pids}
@@ -263,14 +255,20 @@ def test_an_envoy_capped_like_ratelimitd_has_no_call_refused(
     proxies: list[Envoy],
     transport: str,
 ) -> None:
-    # Envoy learns the server's cap from its SETTINGS, which arrive after the first calls on
-    # a new connection have been sent: calls beyond the cap on it are refused (REFUSED_STREAM,
+    # Envoy learns a server's cap from its SETTINGS, which arrive after the first calls on a
+    # new connection have been sent: calls beyond the cap on it are refused (REFUSED_STREAM,
     # then answered by failure_mode_deny; 4 to 53 of these 2000 in our runs without the
-    # client's cap). envoy/envoy.yaml caps its connections to ratelimitd itself, at
-    # ratelimitd's automatic cap: none is refused, even when all 64 calls start at once on no
-    # connection.
-    server = ratelimitd(write_config(CONFIG), redis_url=redis_url, transport=transport, workers=2)
-    proxy = front_envoy(tmp_path, proxies, server.grpc_port, client_cap=True)
+    # client's cap). With the same cap on the cluster (envoy/envoy.yaml's 16), none is,
+    # even when all 64 calls start at once on no connection.
+    server = ratelimitd(
+        write_config(CONFIG),
+        "--max-streams-per-connection",
+        "16",
+        redis_url=redis_url,
+        transport=transport,
+        workers=2,
+    )
+    proxy = front_envoy(tmp_path, proxies, server.grpc_port, client_cap=16)
     assert drive(proxy, REQUESTS, IN_FLIGHT) == {200: REQUESTS}
     assert proxy.stat("cluster.ratelimitd.upstream_rq_total") == REQUESTS
     assert proxy.stat("cluster.ratelimitd.http2.rx_reset") == 0

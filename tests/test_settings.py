@@ -178,14 +178,13 @@ def test_worker_count_defaults_to_cpus_with_redis_and_one_without() -> None:
     assert parse(["--config", "a", "--workers", "3"]).worker_count == 3
 
 
-def test_streams_per_connection_are_capped_with_several_workers_unless_set() -> None:
+def test_streams_per_connection_are_capped_only_when_asked() -> None:
+    # A cap announced by the server refuses the calls a client sends on a new connection
+    # before it learns the cap: never by default, whatever the worker count.
     redis = ["--config", "a", "--redis-url", "redis://r/0"]
-    assert parse([*redis, "--workers", "2"]).streams_per_connection == 16
-    assert parse([*redis, "--workers", "1"]).streams_per_connection is None  # no cap
-    assert parse(["--config", "a"]).streams_per_connection is None  # memory: one worker
+    assert parse([*redis, "--workers", "2"]).max_streams_per_connection is None
     flag = ["--max-streams-per-connection", "100"]
-    assert parse([*redis, "--workers", "2", *flag]).streams_per_connection == 100
-    assert parse([*redis, "--workers", "1", *flag]).streams_per_connection == 100
+    assert parse([*redis, "--workers", "2", *flag]).max_streams_per_connection == 100
 
 
 def test_serve_refuses_a_bad_redis_url_once(write_config: Callable[..., Path]) -> None:
