@@ -122,11 +122,22 @@ def grpc_starter(settings: Settings, scratch: Path) -> Starter:
     return start
 
 
+# Variables pyvoy sets for the Python it embeds in Envoy.
+_PYVOY_OWN = ("PYTHONPATH", "PYTHONHOME")
+
+
 def asgi_starter(settings: Settings, scratch: Path) -> Starter:
     """Starts one Envoy process hosting the ASGI app (pyvoy). Creating the drain marker in
     `scratch` tells every worker's app to stop serving."""
     drain_marker = scratch / "draining"
-    environment = worker_environment(settings, scratch) | {DRAIN_MARKER_ENV: str(drain_marker)}
+    # pyvoy sets the embedded interpreter's PYTHONPATH (this process's sys.path, which holds a
+    # PYTHONPATH of ours) and PYTHONHOME; ours, passed on, would replace them and leave it
+    # without its standard library ("No module named 'encodings'").
+    environment = {
+        name: value
+        for name, value in worker_environment(settings, scratch).items()
+        if name not in _PYVOY_OWN
+    } | {DRAIN_MARKER_ENV: str(drain_marker)}
 
     async def start(ready_marker: Path) -> Worker:
         server = pyvoy_server(settings, environment | {READY_MARKER_ENV: str(ready_marker)})

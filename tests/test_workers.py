@@ -88,3 +88,18 @@ def test_several_workers_need_a_shared_store(write_config: Callable[..., Path]) 
     result = run_serve("--config", str(write_config(CONFIG)), "--workers", "2")
     assert result.returncode == 1
     assert "workers_need_redis" in result.stderr
+
+
+def test_asgi_workers_start_with_a_pythonpath_set(
+    ratelimitd: RatelimitdFactory,
+    redis_url: str,
+    write_config: Callable[..., Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # pyvoy gives the Python embedded in each worker's Envoy its own PYTHONPATH (with the
+    # standard library); one passed on from our environment used to replace it, and every
+    # worker died at start ("No module named 'encodings'").
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    server = ratelimitd(write_config(CONFIG), redis_url=redis_url, transport="asgi")
+    assert server.http("/healthcheck") == (200, "OK\n")
