@@ -262,7 +262,11 @@ def test_a_sighup_right_after_start_reaches_every_worker(
         )
         wait_until(server.answers, STARTUP_TIMEOUT_S, "the first worker to answer")
         for a in (6, 7, 8):
-            path.write_text(rules(a=a))
+            # Replaced whole, as config management does: the second worker may be reading
+            # the file right now, and an in-place rewrite could show it an empty one.
+            staged = tmp_path / "app.yaml.new"
+            staged.write_text(rules(a=a))
+            staged.replace(path)
             server.process.send_signal(signal.SIGHUP)
         # The number metrics.config_loaded makes of the digest.
         latest = int(load_config([path]).digest[:12], 16)
