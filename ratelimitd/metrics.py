@@ -1,7 +1,9 @@
 """Prometheus metrics: what each worker records, and the text `GET /metrics` serves.
 
-Several worker processes add up through prometheus-client's multiprocess mode: the supervisor
-gives every worker one `PROMETHEUS_MULTIPROC_DIR` (it must be set before prometheus_client is
+The request path counts in plain numbers of the process (Recorder), published into
+prometheus-client's metrics on every scrape the process answers and once a second. Several
+worker processes add up through prometheus-client's multiprocess mode: the supervisor gives
+every worker one `PROMETHEUS_MULTIPROC_DIR` (it must be set before prometheus_client is
 imported, hence in the worker's environment), and any worker's `/metrics` reads them all.
 One process alone keeps its metrics in memory.
 

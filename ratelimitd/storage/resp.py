@@ -258,6 +258,9 @@ class RespClient:
                 await reply
         except BaseException:
             connection.close(RespConnectionError("handshake failed"))
+            for reply in handshake:  # the error raised is the first; the rest are read
+                if reply.done() and not reply.cancelled():
+                    reply.exception()
             raise
         self._connection = connection
         return connection
