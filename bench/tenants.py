@@ -206,7 +206,7 @@ asyncio.run(main())
 MATCH_SCRIPT = """
 import json, sys, timeit
 from ratelimitd.config.loader import load_config
-from ratelimitd.matcher import match
+from ratelimitd.core.matcher import match
 
 job = json.load(sys.stdin)
 root = load_config([job["config"]]).domains["bench"].root
@@ -275,7 +275,7 @@ def loop_stall_s(config: Path, runs: int = STALL_RUNS) -> float:
 
 
 def match_ns(config: Path, tenant_names: Sequence[str]) -> float:
-    """ratelimitd.matcher.match's time per call on `config`, ns: both descriptors of the
+    """ratelimitd.core.matcher.match's time per call on `config`, ns: both descriptors of the
     `spread` scenario for each name in turn, best of MATCH_REPEAT timings. HarnessError if a
     descriptor matched no rule (every tenant, listed or not, has one)."""
     job = {

@@ -12,9 +12,12 @@ from collections.abc import Mapping, Sequence
 
 import structlog
 
-from ratelimitd import __version__, explain, logs, reference_env, simulate
+from ratelimitd import __version__
+from ratelimitd.app import reference_env
+from ratelimitd.app.settings import add_serve_arguments, settings_from
 from ratelimitd.config.loader import check_paths
-from ratelimitd.settings import add_serve_arguments, settings_from
+from ratelimitd.observe import logs
+from ratelimitd.tools import explain, simulate
 
 
 def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
@@ -84,7 +87,7 @@ def _run(argv: Sequence[str] | None, environ: Mapping[str, str] | None) -> int:
     logs.configure(settings.log_level, settings.log_format)
     reference.log(settings.to_environment())  # after configure: in the chosen level and format
     # Imported here so that `check` starts without loading grpc and redis.
-    from ratelimitd.server import serve
+    from ratelimitd.app.server import serve
 
     try:
         return asyncio.run(serve(settings))

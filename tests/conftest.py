@@ -28,7 +28,7 @@ import pytest
 import redis
 import redis.cluster
 
-from ratelimitd.reference_env import VARIABLES as REFERENCE_VARIABLES
+from ratelimitd.app.reference_env import VARIABLES as REFERENCE_VARIABLES
 from ratelimitd.storage.clock import FakeClock
 from ratelimitd.storage.cluster import ClusterStore
 from ratelimitd.storage.memory import MemoryStore

@@ -10,7 +10,7 @@ import redis
 import redis.cluster
 
 from ratelimitd.algorithms import Hit, Outcome
-from ratelimitd.config.model import Limit, Unit
+from ratelimitd.model.rules import Limit, Unit
 from ratelimitd.storage.clock import FakeClock
 from ratelimitd.storage.memory import MemoryStore
 from ratelimitd.storage.redis import RedisStore

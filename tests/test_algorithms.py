@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from ratelimitd.algorithms import ALGORITHMS, Hit
-from ratelimitd.config.model import Unit
+from ratelimitd.model.rules import Unit
 from tests.stores import Driver, S, limit
 
 NAMES = sorted(ALGORITHMS)

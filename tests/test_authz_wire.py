@@ -34,11 +34,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
-from ratelimitd.authz import ALLOWED, AuthzDecision, Verdict, authorize
 from ratelimitd.config.loader import load_config
-from ratelimitd.engine import Engine
-from ratelimitd.messages import HttpAttributes
-from ratelimitd.problem import BodyMode
+from ratelimitd.core.authz import ALLOWED, AuthzDecision, Verdict, authorize
+from ratelimitd.core.engine import Engine
+from ratelimitd.core.problem import BodyMode
+from ratelimitd.model.messages import HttpAttributes
 from ratelimitd.storage.clock import FakeClock
 from ratelimitd.storage.memory import MemoryStore
 from ratelimitd.storage.redis import RedisStore

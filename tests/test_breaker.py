@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from ratelimitd.algorithms import Hit, Outcome
-from ratelimitd.config.model import Limit, Unit
+from ratelimitd.model.rules import Limit, Unit
 from ratelimitd.storage.base import StoreError
 from ratelimitd.storage.breaker import BreakerState, CircuitBreaker
 

@@ -15,7 +15,7 @@ import pytest
 from redis.crc import key_slot
 
 from ratelimitd.algorithms import ALGORITHMS, Hit, Outcome
-from ratelimitd.config.model import Unit
+from ratelimitd.model.rules import Unit
 from ratelimitd.storage.base import Store, StoreError
 from ratelimitd.storage.clock import FakeClock
 from ratelimitd.storage.cluster import ClusterStore

@@ -14,7 +14,7 @@ from ratelimitd.algorithms import DEFAULT_ALGORITHM
 from ratelimitd.cli import main
 from ratelimitd.config.errors import ConfigError, InvalidConfigError
 from ratelimitd.config.loader import check_paths, load_config
-from ratelimitd.config.model import Config, Defaults, FailureMode, Rule, Source, Unit
+from ratelimitd.model.rules import Config, Defaults, FailureMode, Rule, Source, Unit
 
 # -- helpers -------------------------------------------------------------------------------
 

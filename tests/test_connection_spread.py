@@ -91,8 +91,8 @@ def test_the_grpc_port_announces_a_cap_only_when_set(
 
 ENVOY_CONFIG = """
 import json, sys
-from ratelimitd.settings import Settings
-from ratelimitd.workers import cap_concurrent_streams, pyvoy_server
+from ratelimitd.app.settings import Settings
+from ratelimitd.app.workers import cap_concurrent_streams, pyvoy_server
 
 def options(**settings):
     config = pyvoy_server(Settings(config=(), **settings), {}).get_envoy_config()

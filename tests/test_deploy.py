@@ -1,16 +1,17 @@
 """deploy/ and the image stay true to the service they package.
 
 - The Grafana dashboard and the Prometheus alerts name only metrics, labels and label values
-  that ratelimitd exports. The exported names come from the collectors in ratelimitd.metrics,
-  not from a list kept here, so renaming a metric breaks this test instead of a dashboard.
+  that ratelimitd exports. The exported names come from the collectors in
+  ratelimitd.observe.metrics, not from a list kept here, so renaming a metric breaks this test
+  instead of a dashboard.
 - The Dockerfile keeps its invariants (two stages, no dev extras, a fixed non-root uid, a
   HEALTHCHECK that works, the documented config path), and .dockerignore lets through what it
   copies. Docker itself is not needed: the HEALTHCHECK command is run here against a stub.
 - hadolint (Dockerfile) and promtool (alert rules and their unit tests) run when installed;
   in CI (the CI variable set) promtool must be: .ci/run installs it when missing.
 
-Only ratelimitd.metrics and modules it already needs are imported: no generated protobuf code
-may load in this process (see conftest.py).
+Only ratelimitd.observe.metrics and modules it already needs are imported: no generated protobuf
+code may load in this process (see conftest.py).
 """
 
 from __future__ import annotations
@@ -35,8 +36,8 @@ import yaml
 from prometheus_client import Counter, Gauge, Histogram
 from prometheus_client.metrics import MetricWrapperBase
 
-from ratelimitd import metrics
-from ratelimitd.messages import Result
+from ratelimitd.model.messages import Result
+from ratelimitd.observe import metrics
 from ratelimitd.storage.breaker import BreakerState
 
 REPO = Path(__file__).resolve().parent.parent
@@ -66,7 +67,7 @@ class Exported:
 
 
 def exported_series() -> dict[str, Exported]:
-    """Every series name ratelimitd.metrics exposes, by walking its collectors."""
+    """Every series name ratelimitd.observe.metrics exposes, by walking its collectors."""
     found: dict[str, Exported] = {}
     for collector in vars(metrics).values():
         if not isinstance(collector, MetricWrapperBase):
@@ -430,7 +431,7 @@ def test_image_entrypoint_and_ports_match_the_service() -> None:
         [
             sys.executable,
             "-c",
-            "from ratelimitd.settings import Settings as S; f = S.__dataclass_fields__;"
+            "from ratelimitd.app.settings import Settings as S; f = S.__dataclass_fields__;"
             "print(f['grpc_addr'].default, f['http_addr'].default)",
         ],
         capture_output=True,

@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 
 from ratelimitd.config.loader import load_config
-from ratelimitd.config.model import Unit
-from ratelimitd.engine import Engine
-from ratelimitd.headers import HeaderMode
-from ratelimitd.messages import (
+from ratelimitd.core.engine import Engine
+from ratelimitd.core.headers import HeaderMode
+from ratelimitd.core.overlimit_cache import OverLimitCache
+from ratelimitd.model.messages import (
     UNLIMITED_REMAINING,
     Code,
     Decision,
@@ -23,7 +23,7 @@ from ratelimitd.messages import (
     Request,
     Result,
 )
-from ratelimitd.overlimit_cache import OverLimitCache
+from ratelimitd.model.rules import Unit
 from ratelimitd.storage.clock import FakeClock
 from ratelimitd.storage.memory import MemoryStore
 from ratelimitd.storage.redis import RedisStore

@@ -15,15 +15,13 @@ import pytest
 import redis
 import redis.cluster
 
-from ratelimitd import keys
 from ratelimitd.algorithms import ALGORITHMS
 from ratelimitd.cli import main
 from ratelimitd.config.loader import load_config
-from ratelimitd.config.model import Config, Unit
-from ratelimitd.engine import Engine
-from ratelimitd.explain import Explanation, Verdict, explain, render_text, to_json
-from ratelimitd.matcher import How, trace, walk
-from ratelimitd.messages import (
+from ratelimitd.core import keys
+from ratelimitd.core.engine import Engine
+from ratelimitd.core.matcher import How, trace, walk
+from ratelimitd.model.messages import (
     UNLIMITED_REMAINING,
     Code,
     Decision,
@@ -31,11 +29,13 @@ from ratelimitd.messages import (
     LimitOverride,
     Request,
 )
+from ratelimitd.model.rules import Config, Unit
 from ratelimitd.storage.base import StoreError
 from ratelimitd.storage.breaker import BreakerState, CircuitBreaker
 from ratelimitd.storage.clock import FakeClock
 from ratelimitd.storage.memory import MemoryStore
 from ratelimitd.storage.redis import RedisStore
+from ratelimitd.tools.explain import Explanation, Verdict, explain, render_text, to_json
 from tests.conftest import RatelimitdFactory, free_port
 from tests.stores import Driver, assert_same
 
@@ -511,9 +511,9 @@ def test_the_command_line_explains_against_redis(
     assert client.info("persistence")["rdb_changes_since_last_save"] == writes
     # The explain path never loads the protobuf code that clashes with xds-protos.
     clashing = {
-        "admin",
-        "service",
-        "server",
+        "app.admin",
+        "app.service",
+        "app.server",
         "transports.rpc",
         "transports.grpc",
         "transports.asgi",

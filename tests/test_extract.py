@@ -16,9 +16,9 @@ from hypothesis import strategies as st
 
 from ratelimitd.config.errors import InvalidConfigError
 from ratelimitd.config.loader import load_config
-from ratelimitd.config.model import Domain
-from ratelimitd.extract import MAX_VALUE_CHARS, descriptors
-from ratelimitd.messages import HttpAttributes
+from ratelimitd.core.extract import MAX_VALUE_CHARS, descriptors
+from ratelimitd.model.messages import HttpAttributes
+from ratelimitd.model.rules import Domain
 
 CONFIG = """
 domain: api

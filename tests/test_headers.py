@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 
 from ratelimitd.config.loader import load_config
-from ratelimitd.engine import Engine
-from ratelimitd.headers import HeaderMode, sf_string
-from ratelimitd.messages import Code, Decision, Descriptor, Request
-from ratelimitd.problem import BodyMode
+from ratelimitd.core.engine import Engine
+from ratelimitd.core.headers import HeaderMode, sf_string
+from ratelimitd.core.problem import BodyMode
+from ratelimitd.model.messages import Code, Decision, Descriptor, Request
 from ratelimitd.storage.clock import FakeClock
 from ratelimitd.storage.memory import MemoryStore
 

@@ -8,8 +8,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from redis.crc import key_slot
 
-from ratelimitd.config.model import Limit, Unit
-from ratelimitd.keys import TAG_BUDGET, TAIL_BUDGET, counter_key
+from ratelimitd.core.keys import TAG_BUDGET, TAIL_BUDGET, counter_key
+from ratelimitd.model.rules import Limit, Unit
 
 LIMIT = Limit("token_bucket", 10, Unit.MINUTE, 10)
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from ratelimitd.config.loader import load_config
-from ratelimitd.config.model import Domain
-from ratelimitd.matcher import Match, match
+from ratelimitd.core.matcher import Match, match
+from ratelimitd.model.rules import Domain
 
 Load = Callable[[str], Domain]
 Entries = Sequence[tuple[str, str]]

@@ -17,9 +17,7 @@ from envoy.extensions.common.ratelimit.v3 import ratelimit_pb2
 from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
-from ratelimitd import metrics
-from ratelimitd.config.model import FailureMode, Limit, Rule, Source, Unit
-from ratelimitd.messages import (
+from ratelimitd.model.messages import (
     Code,
     Decision,
     InvalidRequestError,
@@ -27,6 +25,8 @@ from ratelimitd.messages import (
     Status,
     StoreUnavailableError,
 )
+from ratelimitd.model.rules import FailureMode, Limit, Rule, Source, Unit
+from ratelimitd.observe import metrics
 from ratelimitd.transports.errors import error_status
 from ratelimitd.transports.grpc_status import NAMES, RESOURCE_EXHAUSTED, GrpcError
 from tests.conftest import Ratelimitd, RatelimitdFactory, RedisServer, wait_until

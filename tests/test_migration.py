@@ -18,9 +18,9 @@ from envoy.extensions.common.ratelimit.v3 import ratelimit_pb2
 from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
 
 from ratelimitd import cli
+from ratelimitd.app.reference_env import VARIABLES, Translation, translate
+from ratelimitd.app.settings import Settings, settings_from
 from ratelimitd.cli import build_parser
-from ratelimitd.reference_env import VARIABLES, Translation, translate
-from ratelimitd.settings import Settings, settings_from
 from tests.conftest import RatelimitdFactory, RedisServer, free_port, wait_until
 
 REPO = Path(__file__).resolve().parent.parent

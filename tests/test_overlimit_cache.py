@@ -12,9 +12,9 @@ from hypothesis import strategies as st
 
 from ratelimitd.algorithms import Hit, Outcome
 from ratelimitd.config.loader import load_config
-from ratelimitd.engine import Engine
-from ratelimitd.messages import Code, Decision, Descriptor, Request, Result
-from ratelimitd.overlimit_cache import OverLimitCache
+from ratelimitd.core.engine import Engine
+from ratelimitd.core.overlimit_cache import OverLimitCache
+from ratelimitd.model.messages import Code, Decision, Descriptor, Request, Result
 from ratelimitd.storage.clock import FakeClock
 from ratelimitd.storage.memory import MemoryStore
 

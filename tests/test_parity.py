@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ratelimitd.algorithms import ALGORITHMS, Hit, Outcome
-from ratelimitd.config.model import Unit
+from ratelimitd.model.rules import Unit
 from ratelimitd.storage.clock import FakeClock
 from ratelimitd.storage.memory import MemoryStore
 from ratelimitd.storage.redis import RedisStore

@@ -12,10 +12,10 @@ import pytest
 
 from ratelimitd.config.errors import InvalidConfigError
 from ratelimitd.config.loader import load_config
-from ratelimitd.config.model import Config
-from ratelimitd.engine import Engine
-from ratelimitd.matcher import match
-from ratelimitd.messages import Code, Decision, Descriptor, Request
+from ratelimitd.core.engine import Engine
+from ratelimitd.core.matcher import match
+from ratelimitd.model.messages import Code, Decision, Descriptor, Request
+from ratelimitd.model.rules import Config
 from ratelimitd.storage.clock import FakeClock
 from ratelimitd.storage.memory import MemoryStore
 

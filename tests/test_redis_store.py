@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from ratelimitd.algorithms import Hit, Outcome
-from ratelimitd.config.model import Limit, Unit
+from ratelimitd.model.rules import Limit, Unit
 from ratelimitd.storage.base import StoreError
 from ratelimitd.storage.redis import RedisStore, script_source
 from tests.conftest import RedisServer, free_port, start_redis

@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from ratelimitd.config import watch
 from ratelimitd.config.loader import load_config
-from ratelimitd.config.model import Config, Defaults
+from ratelimitd.model.rules import Config, Defaults
 from tests.conftest import STARTUP_TIMEOUT_S, Ratelimitd, RatelimitdFactory, wait_until
 
 FAST_POLL = ("--config-poll-interval", "0.1")

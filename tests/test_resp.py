@@ -16,7 +16,7 @@ import pytest
 import uvloop
 
 from ratelimitd.algorithms import Hit, Outcome
-from ratelimitd.config.model import Limit, Unit
+from ratelimitd.model.rules import Limit, Unit
 from ratelimitd.storage.base import StoreError
 from ratelimitd.storage.redis import RedisStore
 from tests.conftest import RedisServer

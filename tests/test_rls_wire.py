@@ -8,9 +8,9 @@ from envoy.service.ratelimit.v3 import rls_pb2
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ratelimitd.config.model import FailureMode, Limit, Rule, Unit
-from ratelimitd.headers import whole_seconds
-from ratelimitd.messages import Code, Decision, Status
+from ratelimitd.core.headers import whole_seconds
+from ratelimitd.model.messages import Code, Decision, Status
+from ratelimitd.model.rules import FailureMode, Limit, Rule, Unit
 from ratelimitd.transports.rls_wire import encode_response
 
 UNIT_NUMBERS = {"SECOND": 1, "MINUTE": 2, "HOUR": 3, "DAY": 4, "MONTH": 5, "YEAR": 6, "WEEK": 7}

@@ -13,7 +13,7 @@ from typing import cast
 import pytest
 
 from ratelimitd.algorithms import Hit, Outcome
-from ratelimitd.config.model import Limit, Unit
+from ratelimitd.model.rules import Limit, Unit
 from ratelimitd.storage.base import Store, StoreError
 from ratelimitd.storage.clock import FakeClock
 from ratelimitd.storage.factory import build_store

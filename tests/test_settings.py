@@ -9,11 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from ratelimitd.cli import build_parser
-from ratelimitd.config.model import FailureMode
-from ratelimitd.headers import HeaderMode
-from ratelimitd.problem import BodyMode
-from ratelimitd.settings import (
+from ratelimitd.app.settings import (
     Settings,
     Transport,
     add_serve_arguments,
@@ -21,8 +17,12 @@ from ratelimitd.settings import (
     settings_from_environment,
     split_address,
 )
+from ratelimitd.cli import build_parser
+from ratelimitd.core.headers import HeaderMode
+from ratelimitd.core.problem import BodyMode
+from ratelimitd.model.rules import FailureMode
+from ratelimitd.observe.tracing import Exporter
 from ratelimitd.storage.factory import redact
-from ratelimitd.tracing import Exporter
 from tests.conftest import run_serve
 
 

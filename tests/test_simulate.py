@@ -15,9 +15,9 @@ import pytest
 
 from ratelimitd.cli import main
 from ratelimitd.config.loader import load_config
-from ratelimitd.config.model import Config, Unit
-from ratelimitd.messages import Descriptor, Request
-from ratelimitd.simulate import (
+from ratelimitd.model.messages import Descriptor, Request
+from ratelimitd.model.rules import Config, Unit
+from ratelimitd.tools.simulate import (
     MAX_REQUESTS,
     START_US,
     Arrival,
@@ -597,7 +597,7 @@ def test_command_plot_with_a_bin_and_without_rules(
 def test_command_plot_without_matplotlib(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setitem(sys.modules, "ratelimitd.simulate_plot", None)  # import fails
+    monkeypatch.setitem(sys.modules, "ratelimitd.tools.simulate_plot", None)  # import fails
     code, out, err = run(burst_args(tmp_path, "--plot", str(tmp_path / "x.png")), capsys)
     assert (code, out) == (2, "")  # refused before replaying anything
     assert "--plot needs matplotlib" in err
@@ -618,9 +618,9 @@ def test_the_command_loads_no_protobuf_or_transport_module() -> None:
     # In a child process: this one must not import those modules, even to check.
     forbidden = (
         "ratelimitd.protos",
-        "ratelimitd.admin",
-        "ratelimitd.service",
-        "ratelimitd.server",
+        "ratelimitd.app.admin",
+        "ratelimitd.app.service",
+        "ratelimitd.app.server",
         "ratelimitd.transports.rpc",
         "ratelimitd.transports.grpc",
         "ratelimitd.transports.asgi",
@@ -628,7 +628,7 @@ def test_the_command_loads_no_protobuf_or_transport_module() -> None:
         "google.protobuf",
     )
     code = (
-        "import sys, ratelimitd.cli, ratelimitd.simulate, ratelimitd.simulate_plot\n"
+        "import sys, ratelimitd.cli, ratelimitd.tools.simulate, ratelimitd.tools.simulate_plot\n"
         f"forbidden = {forbidden!r}\n"
         "loaded = [m for m in sys.modules for f in forbidden if m == f or m.startswith(f + '.')]\n"
         "assert not loaded, loaded\n"

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from ratelimitd.app.ports import bind_error
 from ratelimitd.config.loader import load_config
-from ratelimitd.ports import bind_error
 from tests.conftest import (
     REPO,
     STARTUP_TIMEOUT_S,
@@ -177,12 +177,12 @@ def test_an_address_shared_through_so_reuseport_is_free_and_any_other_is_not() -
 # `serve` failing in a way no check foresaw.
 FAILING_SERVE = """
 import sys
-import ratelimitd.server
+import ratelimitd.app.server
 
 async def fail(settings):
     raise RuntimeError("unforeseen")
 
-ratelimitd.server.serve = fail
+ratelimitd.app.server.serve = fail
 from ratelimitd.cli import main
 sys.exit(main(sys.argv[1:]))
 """

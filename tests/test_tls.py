@@ -16,7 +16,7 @@ from envoy.extensions.common.ratelimit.v3 import ratelimit_pb2
 from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
 
 from ratelimitd.algorithms import Hit
-from ratelimitd.config.model import Limit, Unit
+from ratelimitd.model.rules import Limit, Unit
 from ratelimitd.storage.factory import build_store
 from tests.conftest import RatelimitdFactory, free_port, run_serve, start_redis
 

@@ -4,7 +4,7 @@ a fake clock, so refill is tested exactly and without sleeping."""
 from __future__ import annotations
 
 from ratelimitd.algorithms import Hit, Outcome
-from ratelimitd.config.model import Limit, Unit
+from ratelimitd.model.rules import Limit, Unit
 from tests.stores import Driver, S, limit
 
 

@@ -15,10 +15,10 @@ import pytest
 from ratelimitd.algorithms import ALGORITHMS, Hit
 from ratelimitd.config.errors import InvalidConfigError
 from ratelimitd.config.loader import load_config
-from ratelimitd.config.model import Limit, Unit
-from ratelimitd.engine import Engine
-from ratelimitd.messages import Code, Decision, Descriptor, Request
-from ratelimitd.overlimit_cache import OverLimitCache
+from ratelimitd.core.engine import Engine
+from ratelimitd.core.overlimit_cache import OverLimitCache
+from ratelimitd.model.messages import Code, Decision, Descriptor, Request
+from ratelimitd.model.rules import Limit, Unit
 from ratelimitd.storage.clock import FakeClock
 from ratelimitd.storage.memory import MemoryStore
 from tests.stores import Driver, S, assert_same, limit

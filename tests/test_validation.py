@@ -8,15 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from ratelimitd import engine, keys
 from ratelimitd.algorithms import Hit
 from ratelimitd.config.loader import load_config
-from ratelimitd.config.model import Limit, Unit
-from ratelimitd.engine import Engine
-from ratelimitd.messages import Descriptor, InvalidRequestError, Request
+from ratelimitd.core import engine, keys
+from ratelimitd.core.engine import Engine
+from ratelimitd.core.validation import RequestLimits, validate
+from ratelimitd.model.messages import Descriptor, InvalidRequestError, Request
+from ratelimitd.model.rules import Limit, Unit
 from ratelimitd.storage.clock import FakeClock
 from ratelimitd.storage.memory import MemoryStore
-from ratelimitd.validation import RequestLimits, validate
 
 LIMITS = RequestLimits(max_descriptors=2, max_entries=2, max_key_length=3, max_value_length=4)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ratelimitd.algorithms import Outcome
-from ratelimitd.config.model import Unit
+from ratelimitd.model.rules import Unit
 from tests.stores import Driver, S, limit
 
 # -- fixed window -------------------------------------------------------------------------

@@ -7,7 +7,7 @@ from ratelimitd.algorithms.fixed_window import FIXED_WINDOW
 from ratelimitd.algorithms.gcra import GCRA
 from ratelimitd.algorithms.sliding_window import SLIDING_WINDOW
 from ratelimitd.algorithms.token_bucket import TOKEN_BUCKET
-from ratelimitd.config.model import DEFAULT_ALGORITHM
+from ratelimitd.model.rules import DEFAULT_ALGORITHM
 
 ALGORITHMS: dict[str, Algorithm] = {
     a.name: a for a in (TOKEN_BUCKET, FIXED_WINDOW, SLIDING_WINDOW, GCRA)

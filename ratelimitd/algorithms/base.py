@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from ratelimitd.config.model import Limit
+from ratelimitd.model.rules import Limit
 
 State = object
 

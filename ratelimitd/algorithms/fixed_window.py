@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import cast
 
 from ratelimitd.algorithms.base import Algorithm, Evaluation, State
-from ratelimitd.config.model import Limit
+from ratelimitd.model.rules import Limit
 
 
 def evaluate(state: State | None, now_us: int, limit: Limit, cost: int) -> Evaluation:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ratelimitd.algorithms import ALGORITHMS
-from ratelimitd.config.model import MAX_REFILL_SECONDS, Unit
+from ratelimitd.model.rules import MAX_REFILL_SECONDS, Unit
 
 
 def burst_problem(burst: int, algorithm: str, per_unit: int, unit: Unit | None) -> str | None:

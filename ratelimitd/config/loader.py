@@ -21,12 +21,12 @@ from typing import Any
 
 import yaml
 
-from ratelimitd import extract
 from ratelimitd.algorithms import ALGORITHMS
 from ratelimitd.config import plans
 from ratelimitd.config.burst import burst_problem
 from ratelimitd.config.errors import ConfigError, InvalidConfigError
-from ratelimitd.config.model import (
+from ratelimitd.core import extract
+from ratelimitd.model.rules import (
     Config,
     Defaults,
     Domain,

@@ -19,7 +19,7 @@ from typing import NamedTuple
 
 from ratelimitd.algorithms import ALGORITHMS
 from ratelimitd.config.burst import burst_problem
-from ratelimitd.config.model import (
+from ratelimitd.model.rules import (
     FailureMode,
     KeyIndex,
     Limit,

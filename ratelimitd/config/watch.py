@@ -21,8 +21,8 @@ import structlog
 
 from ratelimitd.config.errors import InvalidConfigError
 from ratelimitd.config.loader import ContentDigest, discover, file_hash, load_config
-from ratelimitd.config.model import Config, Defaults
-from ratelimitd.observer import NO_OBSERVER, Observer
+from ratelimitd.model.observer import NO_OBSERVER, Observer
+from ratelimitd.model.rules import Config, Defaults
 
 log = structlog.get_logger(__name__)
 

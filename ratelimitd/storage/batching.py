@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from ratelimitd.algorithms import Hit, Outcome
-from ratelimitd.observer import Observer
+from ratelimitd.model.observer import Observer
 from ratelimitd.storage.base import StoreError
 
 Send = Callable[[list[Sequence[Hit]]], Awaitable[list[list[Outcome]]]]

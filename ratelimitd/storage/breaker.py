@@ -17,7 +17,7 @@ from typing import TypeVar
 
 import structlog
 
-from ratelimitd.observer import NO_OBSERVER, Observer
+from ratelimitd.model.observer import NO_OBSERVER, Observer
 from ratelimitd.storage.base import StoreError
 
 log = structlog.get_logger(__name__)

@@ -39,7 +39,7 @@ from redis.crc import key_slot
 from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 
 from ratelimitd.algorithms import Hit, Outcome
-from ratelimitd.observer import NO_OBSERVER, Observer
+from ratelimitd.model.observer import NO_OBSERVER, Observer
 from ratelimitd.storage.base import StoreError
 from ratelimitd.storage.batching import TickBatcher, observed
 from ratelimitd.storage.breaker import CircuitBreaker

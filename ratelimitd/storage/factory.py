@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass, field
 from urllib.parse import unquote
 
-from ratelimitd.observer import NO_OBSERVER, Observer
+from ratelimitd.model.observer import NO_OBSERVER, Observer
 from ratelimitd.storage.base import Store
 from ratelimitd.storage.breaker import CircuitBreaker
 from ratelimitd.storage.clock import Clock, wall_clock_us

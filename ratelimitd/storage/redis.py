@@ -17,8 +17,8 @@ from redis.asyncio.connection import RedisSSLContext
 from redis.exceptions import RedisError
 
 from ratelimitd.algorithms import ALGORITHMS, Hit, Outcome
-from ratelimitd.config.model import Limit
-from ratelimitd.observer import NO_OBSERVER, Observer
+from ratelimitd.model.observer import NO_OBSERVER, Observer
+from ratelimitd.model.rules import Limit
 from ratelimitd.storage.base import StoreError
 from ratelimitd.storage.batching import TickBatcher, observed
 from ratelimitd.storage.breaker import CircuitBreaker

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from redis.asyncio.sentinel import Sentinel
 from redis.exceptions import RedisError
 
-from ratelimitd.observer import NO_OBSERVER, Observer
+from ratelimitd.model.observer import NO_OBSERVER, Observer
 from ratelimitd.storage.breaker import CircuitBreaker
 from ratelimitd.storage.clock import Clock
 from ratelimitd.storage.redis import ClientStore

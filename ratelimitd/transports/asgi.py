@@ -17,13 +17,13 @@ from urllib.parse import quote
 
 import structlog
 
-from ratelimitd import logs
-from ratelimitd.markers import WorkerLink
-from ratelimitd.metrics import Recorder
-from ratelimitd.service import Service, build, build_store, load
-from ratelimitd.settings import Settings, settings_from_environment, split_address
+from ratelimitd.app.markers import WorkerLink
+from ratelimitd.app.service import Service, build, build_store, load
+from ratelimitd.app.settings import Settings, settings_from_environment, split_address
+from ratelimitd.observe import logs
+from ratelimitd.observe.metrics import Recorder
+from ratelimitd.observe.tracing import TRACER, Metadata
 from ratelimitd.storage.base import Store
-from ratelimitd.tracing import TRACER, Metadata
 from ratelimitd.transports.grpc_status import (
     DEADLINE_EXCEEDED,
     FRAME_PREFIX_BYTES,

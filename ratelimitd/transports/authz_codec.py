@@ -3,7 +3,7 @@ as bytes by authz_wire.)"""
 
 from __future__ import annotations
 
-from ratelimitd.messages import HttpAttributes
+from ratelimitd.model.messages import HttpAttributes
 from ratelimitd.protos.envoy.service.auth.v3 import external_auth_pb2
 
 

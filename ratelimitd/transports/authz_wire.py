@@ -5,7 +5,7 @@ tests/test_authz_wire.py checks the output against Envoy's own generated code (x
 
 from __future__ import annotations
 
-from ratelimitd.authz import AuthzDecision, Verdict
+from ratelimitd.core.authz import AuthzDecision, Verdict
 from ratelimitd.transports.rls_wire import put_bytes, put_varint
 
 # The CheckResponse of every OK without headers: status {} (code 0), ok_response {}.

@@ -8,7 +8,7 @@ import asyncio
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError
 
-from ratelimitd.messages import InvalidRequestError, StoreUnavailableError
+from ratelimitd.model.messages import InvalidRequestError, StoreUnavailableError
 from ratelimitd.transports.grpc_status import (
     CANCELLED,
     INTERNAL,

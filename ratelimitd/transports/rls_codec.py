@@ -3,8 +3,8 @@ written as bytes by rls_wire.)"""
 
 from __future__ import annotations
 
-from ratelimitd.config.model import Unit
-from ratelimitd.messages import Descriptor, InvalidRequestError, LimitOverride, Request
+from ratelimitd.model.messages import Descriptor, InvalidRequestError, LimitOverride, Request
+from ratelimitd.model.rules import Unit
 from ratelimitd.protos.envoy.service.ratelimit.v3 import rls_pb2
 
 # envoy.type.v3.RateLimitUnit (descriptor limit overrides).

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ratelimitd.config.model import Unit
-from ratelimitd.messages import Code, Decision, Status
+from ratelimitd.model.messages import Code, Decision, Status
+from ratelimitd.model.rules import Unit
 
 # RateLimitResponse.RateLimit.Unit (statuses' current_limit).
 _RESPONSE_UNITS = {

@@ -1,6 +1,6 @@
 """The RPCs every transport serves, bytes in and bytes out: decoding, the engine call and
 encoding happen once here, whichever transport carries them: RateLimitService/ShouldRateLimit,
-Authorization/Check (ext_authz: ratelimitd.authz) and Health/Check.
+Authorization/Check (ext_authz: ratelimitd.core.authz) and Health/Check.
 
 This is the per-request path: a straight line of plain calls (no context managers, no
 closures), with what every call of one request shape shares kept on its plan.
@@ -16,14 +16,15 @@ import structlog
 from google.protobuf.message import DecodeError
 from grpc_health.v1 import health_pb2
 
-from ratelimitd import authz, tracing
-from ratelimitd.admin import Readiness
-from ratelimitd.engine import Engine
-from ratelimitd.messages import Code, Decision, Request
-from ratelimitd.observer import NO_OBSERVER, Observer
+from ratelimitd.app.admin import Readiness
+from ratelimitd.core import authz
+from ratelimitd.core.engine import Engine
+from ratelimitd.model.messages import Code, Decision, Request
+from ratelimitd.model.observer import NO_OBSERVER, Observer
+from ratelimitd.observe import tracing
+from ratelimitd.observe.tracing import TRACER, Metadata
 from ratelimitd.protos.envoy.service.auth.v3 import external_auth_pb2
 from ratelimitd.protos.envoy.service.ratelimit.v3 import rls_pb2
-from ratelimitd.tracing import TRACER, Metadata
 from ratelimitd.transports import authz_codec, authz_wire, rls_codec, rls_wire
 from ratelimitd.transports.errors import error_status
 from ratelimitd.transports.grpc_status import (

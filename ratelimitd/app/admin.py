@@ -11,12 +11,13 @@ from http import HTTPStatus
 
 from google.protobuf import json_format
 
-from ratelimitd import explain, metrics
-from ratelimitd.config.model import Config, Rule
-from ratelimitd.engine import Engine
-from ratelimitd.messages import Code, InvalidRequestError, StoreUnavailableError
+from ratelimitd.core.engine import Engine
+from ratelimitd.model.messages import Code, InvalidRequestError, StoreUnavailableError
+from ratelimitd.model.rules import Config, Rule
+from ratelimitd.observe import metrics
 from ratelimitd.protos.envoy.service.ratelimit.v3 import rls_pb2
 from ratelimitd.storage.base import Store
+from ratelimitd.tools import explain
 from ratelimitd.transports import rls_codec, rls_wire
 from ratelimitd.transports.errors import error_status
 from ratelimitd.transports.grpc_status import NAMES

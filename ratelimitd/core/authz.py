@@ -1,6 +1,6 @@
 """Rate limiting as external authorization: Envoy's ext_authz filter sends the whole HTTP
 request (`envoy.service.auth.v3.Authorization/Check`), and the domain's `extract:` section
-turns it into the descriptors the engine decides (ratelimitd.extract).
+turns it into the descriptors the engine decides (ratelimitd.core.extract).
 
 - The domain is the request's context extension `domain` (set per route in Envoy, per
   policy in Istio), else the default domain given.
@@ -21,9 +21,9 @@ from __future__ import annotations
 import enum
 from typing import NamedTuple
 
-from ratelimitd import extract
-from ratelimitd.engine import Engine
-from ratelimitd.messages import Code, Decision, HttpAttributes, Request, StoreUnavailableError
+from ratelimitd.core import extract
+from ratelimitd.core.engine import Engine
+from ratelimitd.model.messages import Code, Decision, HttpAttributes, Request, StoreUnavailableError
 
 # The context extension naming the domain.
 DOMAIN_EXTENSION = "domain"

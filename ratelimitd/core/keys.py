@@ -22,7 +22,7 @@ import hashlib
 import re
 from collections.abc import Sequence
 
-from ratelimitd.config.model import Limit
+from ratelimitd.model.rules import Limit
 
 DEFAULT_PREFIX = "rl:"
 TAG_BUDGET = 96

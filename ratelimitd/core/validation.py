@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from ratelimitd.messages import InvalidRequestError, Request
+from ratelimitd.model.messages import InvalidRequestError, Request
 
 
 class RequestLimits(NamedTuple):

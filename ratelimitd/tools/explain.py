@@ -24,15 +24,15 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from ratelimitd.algorithms import ALGORITHMS, Outcome
+from ratelimitd.app.settings import add_serve_arguments, settings_from
 from ratelimitd.config.errors import InvalidConfigError
 from ratelimitd.config.loader import load_config
-from ratelimitd.config.model import Defaults, Domain, Rule
-from ratelimitd.engine import Engine
-from ratelimitd.matcher import How, Match, Step, trace
-from ratelimitd.messages import Code, Decision, Descriptor, Request, Status
-from ratelimitd.settings import add_serve_arguments, settings_from
+from ratelimitd.core.engine import Engine
+from ratelimitd.core.matcher import How, Match, Step, trace
+from ratelimitd.core.validation import validate
+from ratelimitd.model.messages import Code, Decision, Descriptor, Request, Status
+from ratelimitd.model.rules import Defaults, Domain, Rule
 from ratelimitd.storage.base import StoreError
-from ratelimitd.validation import validate
 
 
 class Verdict(enum.Enum):

@@ -7,7 +7,7 @@ import sys
 
 import structlog
 
-from ratelimitd import tracing
+from ratelimitd.observe import tracing
 
 
 def configure(level: str = "info", fmt: str = "json") -> None:

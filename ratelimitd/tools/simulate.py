@@ -38,13 +38,20 @@ from typing import Any, NamedTuple, TypeVar
 from ratelimitd.algorithms import ALGORITHMS, DEFAULT_ALGORITHM
 from ratelimitd.config.errors import InvalidConfigError
 from ratelimitd.config.loader import load_config
-from ratelimitd.config.model import Config, Defaults, Limit, Rule
-from ratelimitd.engine import Engine, Plan
-from ratelimitd.headers import US_PER_S, HeaderMode, retry_after_s, whole_seconds
-from ratelimitd.messages import Code, Decision, Descriptor, InvalidRequestError, Request, Result
+from ratelimitd.core.engine import Engine, Plan
+from ratelimitd.core.headers import US_PER_S, HeaderMode, retry_after_s, whole_seconds
+from ratelimitd.core.validation import DEFAULT_REQUEST_LIMITS, validate
+from ratelimitd.model.messages import (
+    Code,
+    Decision,
+    Descriptor,
+    InvalidRequestError,
+    Request,
+    Result,
+)
+from ratelimitd.model.rules import Config, Defaults, Limit, Rule
 from ratelimitd.storage.clock import FakeClock
 from ratelimitd.storage.memory import MemoryStore
-from ratelimitd.validation import DEFAULT_REQUEST_LIMITS, validate
 
 T = TypeVar("T")
 
@@ -635,7 +642,7 @@ def _plotter(path: str, chosen_bin_us: int | None, duration_us: int) -> Callable
     """The --plot step, checked before the replay (which may take a while): matplotlib is
     installed and the bins are not too many."""
     try:
-        from ratelimitd.simulate_plot import plot  # matplotlib is optional
+        from ratelimitd.tools.simulate_plot import plot  # matplotlib is optional
     except ImportError as exc:
         raise SimulateError(
             f"--plot needs matplotlib ({exc}); install it with: pip install 'ratelimitd[plot]'"

@@ -32,8 +32,8 @@ from prometheus_client import (
 )
 from prometheus_client import multiprocess as _multiprocess
 
-from ratelimitd.config.model import Rule
-from ratelimitd.messages import Decision
+from ratelimitd.model.messages import Decision
+from ratelimitd.model.rules import Rule
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 CONTENT_TYPE = CONTENT_TYPE_LATEST

@@ -20,7 +20,7 @@ from urllib.parse import quote
 
 import structlog
 
-from ratelimitd.settings import ENV_PREFIX
+from ratelimitd.app.settings import ENV_PREFIX
 
 log = structlog.get_logger(__name__)
 

@@ -11,15 +11,16 @@ from dataclasses import dataclass, field
 
 import structlog
 
-from ratelimitd import admin, metrics
+from ratelimitd.app import admin
+from ratelimitd.app.settings import Settings
 from ratelimitd.config.errors import InvalidConfigError
 from ratelimitd.config.loader import load_config
-from ratelimitd.config.model import Config, Defaults
 from ratelimitd.config.watch import ConfigReloader, log_config
-from ratelimitd.engine import Engine
-from ratelimitd.observer import NO_OBSERVER, watch_loop_lag
-from ratelimitd.overlimit_cache import OverLimitCache
-from ratelimitd.settings import Settings
+from ratelimitd.core.engine import Engine
+from ratelimitd.core.overlimit_cache import OverLimitCache
+from ratelimitd.model.observer import NO_OBSERVER, watch_loop_lag
+from ratelimitd.model.rules import Config, Defaults
+from ratelimitd.observe import metrics
 from ratelimitd.storage import factory
 from ratelimitd.storage.base import Store
 from ratelimitd.storage.breaker import CircuitBreaker

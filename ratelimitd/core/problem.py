@@ -7,8 +7,8 @@ import enum
 import json
 from collections.abc import Sequence
 
-from ratelimitd.headers import whole_seconds
-from ratelimitd.messages import Code, Status
+from ratelimitd.core.headers import whole_seconds
+from ratelimitd.model.messages import Code, Status
 
 CONTENT_TYPE = "application/problem+json"
 

@@ -1,6 +1,6 @@
 """What the request path reports, as an interface: the engine, the store batcher, the circuit
 breaker and the config reloader are handed an Observer and never reach metrics (or any global)
-themselves. `NO_OBSERVER` ignores everything; ratelimitd.metrics.Recorder counts it all.
+themselves. `NO_OBSERVER` ignores everything; ratelimitd.observe.metrics.Recorder counts it all.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import asyncio
 from collections.abc import Sequence
 from typing import Protocol
 
-from ratelimitd.messages import Decision
+from ratelimitd.model.messages import Decision
 
 
 class Observer(Protocol):

@@ -15,8 +15,8 @@ import enum
 import functools
 from collections.abc import Sequence
 
-from ratelimitd.config.model import Limit, Rule
-from ratelimitd.messages import Code, Status
+from ratelimitd.model.messages import Code, Status
+from ratelimitd.model.rules import Limit, Rule
 
 US_PER_S = 1_000_000
 

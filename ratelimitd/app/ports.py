@@ -8,7 +8,7 @@ import socket
 
 import structlog
 
-from ratelimitd.settings import Settings, split_address
+from ratelimitd.app.settings import Settings, split_address
 
 log = structlog.get_logger(__name__)
 

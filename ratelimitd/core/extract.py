@@ -17,8 +17,8 @@ import json
 import re
 from collections.abc import Callable
 
-from ratelimitd.config.model import Domain, ExtractEntry
-from ratelimitd.messages import Descriptor, HttpAttributes
+from ratelimitd.model.messages import Descriptor, HttpAttributes
+from ratelimitd.model.rules import Domain, ExtractEntry
 
 MAX_VALUE_CHARS = 256
 MAX_TOKEN_CHARS = 16_384  # a bearer token longer than this is not decoded

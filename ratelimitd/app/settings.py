@@ -12,18 +12,18 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ratelimitd.algorithms import ALGORITHMS
-from ratelimitd.config.model import DEFAULT_ALGORITHM, Config, FailureMode
-from ratelimitd.engine import DEFAULT_NEAR_LIMIT_RATIO, Engine
-from ratelimitd.headers import HeaderMode
-from ratelimitd.keys import DEFAULT_PREFIX
-from ratelimitd.observer import NO_OBSERVER, Observer
-from ratelimitd.overlimit_cache import OverLimitCache
-from ratelimitd.problem import BodyMode
+from ratelimitd.core.engine import DEFAULT_NEAR_LIMIT_RATIO, Engine
+from ratelimitd.core.headers import HeaderMode
+from ratelimitd.core.keys import DEFAULT_PREFIX
+from ratelimitd.core.overlimit_cache import OverLimitCache
+from ratelimitd.core.problem import BodyMode
+from ratelimitd.core.validation import DEFAULT_REQUEST_LIMITS, RequestLimits
+from ratelimitd.model.observer import NO_OBSERVER, Observer
+from ratelimitd.model.rules import DEFAULT_ALGORITHM, Config, FailureMode
+from ratelimitd.observe.tracing import Exporter
 from ratelimitd.storage.base import Store
 from ratelimitd.storage.memory import DEFAULT_MAX_KEYS
-from ratelimitd.tracing import Exporter
 from ratelimitd.transports.grpc_status import MAX_MESSAGE_BYTES
-from ratelimitd.validation import DEFAULT_REQUEST_LIMITS, RequestLimits
 
 ENV_PREFIX = "RATELIMITD_"
 # Internal, set by the supervisor for ASGI workers: a file whose appearance means "drain now"

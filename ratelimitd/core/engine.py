@@ -12,12 +12,14 @@ from collections.abc import Callable, Sequence
 
 import structlog
 
-from ratelimitd import headers, keys, problem
 from ratelimitd.algorithms import ALGORITHMS, Hit, Outcome
-from ratelimitd.config.model import Config, Domain, FailureMode, Limit, Rule, key_path
-from ratelimitd.headers import HeaderMode, HeaderPlan
-from ratelimitd.matcher import Match, match
-from ratelimitd.messages import (
+from ratelimitd.core import headers, keys, problem
+from ratelimitd.core.headers import HeaderMode, HeaderPlan
+from ratelimitd.core.matcher import Match, match
+from ratelimitd.core.overlimit_cache import Cached, OverLimitCache
+from ratelimitd.core.problem import BodyMode
+from ratelimitd.core.validation import DEFAULT_REQUEST_LIMITS, RequestLimits, validate
+from ratelimitd.model.messages import (
     UNLIMITED_REMAINING,
     Code,
     Decision,
@@ -27,11 +29,9 @@ from ratelimitd.messages import (
     Status,
     StoreUnavailableError,
 )
-from ratelimitd.observer import NO_OBSERVER, Observer
-from ratelimitd.overlimit_cache import Cached, OverLimitCache
-from ratelimitd.problem import BodyMode
+from ratelimitd.model.observer import NO_OBSERVER, Observer
+from ratelimitd.model.rules import Config, Domain, FailureMode, Limit, Rule, key_path
 from ratelimitd.storage.base import Store, StoreError
-from ratelimitd.validation import DEFAULT_REQUEST_LIMITS, RequestLimits, validate
 
 log = structlog.get_logger(__name__)
 

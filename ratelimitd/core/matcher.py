@@ -12,7 +12,7 @@ import enum
 from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
-from ratelimitd.config.model import KeyIndex, Node, Rule
+from ratelimitd.model.rules import KeyIndex, Node, Rule
 
 
 class Match(NamedTuple):

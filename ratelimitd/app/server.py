@@ -14,19 +14,20 @@ from typing import Any
 
 import structlog
 
-from ratelimitd import service, tracing
-from ratelimitd.config.model import Config
-from ratelimitd.markers import WorkerLink
-from ratelimitd.metrics import Recorder
-from ratelimitd.ports import addresses_free
-from ratelimitd.settings import Settings, Transport, split_address
+from ratelimitd.app import service
+from ratelimitd.app.markers import WorkerLink
+from ratelimitd.app.ports import addresses_free
+from ratelimitd.app.settings import Settings, Transport, split_address
+from ratelimitd.app.workers import asgi_starter, grpc_starter, supervise
+from ratelimitd.model.rules import Config
+from ratelimitd.observe import tracing
+from ratelimitd.observe.metrics import Recorder
+from ratelimitd.observe.tracing import TRACER
 from ratelimitd.storage import factory
 from ratelimitd.storage.base import Store
-from ratelimitd.tracing import TRACER
 from ratelimitd.transports.grpc import GrpcTransport
 from ratelimitd.transports.http import HttpServer
 from ratelimitd.transports.rpc import Rpc
-from ratelimitd.workers import asgi_starter, grpc_starter, supervise
 
 log = structlog.get_logger(__name__)
 

@@ -11,7 +11,7 @@ import enum
 from collections.abc import Mapping
 from typing import NamedTuple
 
-from ratelimitd.config.model import Rule, Unit
+from ratelimitd.model.rules import Rule, Unit
 
 UNLIMITED_REMAINING = 2**32 - 1
 
@@ -70,7 +70,7 @@ class Request(NamedTuple):
 
 class HttpAttributes(NamedTuple):
     """An HTTP request as an external-authorization call describes it (transport-free), for
-    building descriptors from it (ratelimitd.extract)."""
+    building descriptors from it (ratelimitd.core.extract)."""
 
     method: str = ""
     path: str = ""  # with the query string, as received

@@ -23,10 +23,9 @@ from urllib.parse import quote
 import structlog
 from pyvoy import PyvoyServer
 
-from ratelimitd import reference_env
-from ratelimitd.markers import write_marker
-from ratelimitd.metrics import MULTIPROC_ENV
-from ratelimitd.settings import (
+from ratelimitd.app import reference_env
+from ratelimitd.app.markers import write_marker
+from ratelimitd.app.settings import (
     DRAIN_MARKER_ENV,
     ENV_PREFIX,
     READY_MARKER_ENV,
@@ -34,6 +33,7 @@ from ratelimitd.settings import (
     Settings,
     split_address,
 )
+from ratelimitd.observe.metrics import MULTIPROC_ENV
 
 log = structlog.get_logger(__name__)
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from ratelimitd.headers import US_PER_S
-from ratelimitd.simulate import Report, binned, label, limit_text
+from ratelimitd.core.headers import US_PER_S
+from ratelimitd.tools.simulate import Report, binned, label, limit_text
 
 _PANEL_HEIGHT_IN = 2.4
 _WIDTH_IN = 10.0
