@@ -11,6 +11,7 @@ import asyncio
 import functools
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -44,11 +45,23 @@ REPO = Path(__file__).resolve().parent.parent
 STARTUP_TIMEOUT_S = 20.0
 
 
+# Ports handed to servers come from below Linux's ephemeral range (32768-60999): a port the
+# kernel picked for us (bind to port 0) can be taken as the source port of some outgoing
+# connection before the server under test binds it, which failed CI once.
+_PORTS = range(20000, 32768)
+_port_picker = random.Random()
+
+
 def free_port() -> int:
-    """A TCP port nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A TCP port nothing listens on right now, outside the kernel's ephemeral range."""
+    while True:
+        port = _port_picker.choice(_PORTS)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
 
 
 def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
