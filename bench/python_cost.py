@@ -8,8 +8,9 @@ What it measures is the CPU time of this one process per decision: decoding, mat
 batching, the Redis script call's share, the decision, metrics and encoding, without the
 host (pyvoy's threads, Envoy's HTTP/2) that bench/run.py measures too. It moves far less
 between runs on a noisy machine than a load test (the best of several rounds is reported),
-so it tells whether a change to the request path pays, and it works on any commit whose app
-is `ratelimitd.transports.asgi:RateLimitApp` configured from RATELIMITD_* variables.
+so it tells whether a change to the request path pays, and it works on any commit whose asgi
+app (`ratelimitd.app.asgi_worker:app`, before 2026-12-03 `ratelimitd.transports.asgi:app`) is
+configured from RATELIMITD_* variables.
 """
 
 from __future__ import annotations
@@ -147,10 +148,13 @@ def main() -> None:
             }
             import uvloop
 
-            from ratelimitd.transports.asgi import RateLimitApp
+            try:
+                from ratelimitd.app.asgi_worker import app
+            except ImportError:  # a checkout from before the app package
+                from ratelimitd.transports.asgi import app  # type: ignore[attr-defined,no-redef]
 
             run: Callable[..., float] = uvloop.run
-            cost = run(measure(RateLimitApp(os.environ), bodies, args.requests, args.rounds))
+            cost = run(measure(app, bodies, args.requests, args.rounds))
         finally:
             redis.terminate()
             redis.wait()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import sys
 from collections.abc import Mapping, Sequence
@@ -13,9 +14,13 @@ from collections.abc import Mapping, Sequence
 import structlog
 
 from ratelimitd import __version__
-from ratelimitd.app import reference_env
+from ratelimitd.app import build, reference_env
 from ratelimitd.app.settings import add_serve_arguments, settings_from
-from ratelimitd.config.loader import check_paths
+from ratelimitd.config.errors import InvalidConfigError
+from ratelimitd.config.loader import check_paths, load_config
+from ratelimitd.core.engine import Engine
+from ratelimitd.core.validation import validate
+from ratelimitd.model.messages import Descriptor, Request
 from ratelimitd.observe import logs
 from ratelimitd.tools import explain, simulate
 
@@ -36,7 +41,7 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         "check", help="validate config files; print file:line: message per error"
     )
     check.add_argument("paths", nargs="+", metavar="PATH", help="config file or directory")
-    explain.add_arguments(
+    _add_explain_arguments(
         commands.add_parser(
             "explain", help="show which rule each descriptor matches and why; consumes nothing"
         ),
@@ -76,7 +81,7 @@ def _run(argv: Sequence[str] | None, environ: Mapping[str, str] | None) -> int:
             print(f"ok: {', '.join(args.paths)}")
         return 1 if errors else 0
     if args.command == "explain":
-        return explain.main(parser, args, env)
+        return _explain(parser, args, env)
     if args.command == "simulate":
         return simulate.run(args)
     if reference.errors:
@@ -100,3 +105,93 @@ def _run(argv: Sequence[str] | None, environ: Mapping[str, str] | None) -> int:
             exc_info=settings.log_level == "debug",
         )
         return 1
+
+
+# `ratelimitd explain`: here rather than in tools.explain, which stays free of settings.
+
+
+def _add_explain_arguments(parser: argparse.ArgumentParser, environ: Mapping[str, str]) -> None:
+    """Every flag of `serve` (so the same flags and environment give the same keys and
+    defaults), and the request to explain."""
+    add_serve_arguments(parser, environ)
+    parser.add_argument("--domain", required=True, help="the request's domain")
+    parser.add_argument(
+        "entries", nargs="*", metavar="KEY=VALUE", help="the entries of the first descriptor"
+    )
+    parser.add_argument(
+        "--descriptor",
+        action="append",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="the entries of one more descriptor; repeatable",
+    )
+    parser.add_argument(
+        "--hits-addend", type=_cost, default=0, help="the request's cost (0 means 1) [default 0]"
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+
+def _cost(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number >= 0")
+    return int(text)
+
+
+def _explain(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, env: Mapping[str, str]
+) -> int:
+    """Run `explain`: 0 when explained, 1 when the config is invalid or the store failed."""
+    settings = settings_from(args, env)
+    if not settings.config:
+        parser.error("explain needs --config PATH (or RATELIMITD_CONFIG)")
+    descriptors = []
+    for tokens in ([args.entries] if args.entries else []) + args.descriptor:
+        entries = []
+        for token in tokens:
+            key, sep, value = token.partition("=")
+            if not sep:
+                parser.error(f"'{token}' is not KEY=VALUE")
+            entries.append((key, value))
+        descriptors.append(Descriptor(tuple(entries)))
+    try:
+        config = load_config(settings.config, build.defaults(settings))
+    except InvalidConfigError as exc:
+        for error in exc.errors:
+            print(error, file=sys.stderr)
+        return 1
+    request = Request(args.domain, tuple(descriptors), args.hits_addend)
+    # Imported here so that the other subcommands start without loading the Redis client.
+    from ratelimitd.storage.factory import build_store
+
+    try:
+        validate(request, settings.request_limits())
+        # No circuit breaker: one request, which must see the store's own error.
+        store = build_store(
+            settings.redis_url,
+            timeout=settings.redis_timeout,
+            memory_max_keys=settings.memory_max_keys,
+        )
+    except ValueError as exc:  # an invalid request (InvalidRequestError) or --redis-url
+        parser.error(str(exc))
+    if settings.redis_url is None:
+        print(
+            "note: no --redis-url: the counters are this process's own in-memory ones, all "
+            "fresh; POST /explain asks a running server",
+            file=sys.stderr,
+        )
+    engine = build.build_engine(settings, config, store)
+    found = asyncio.run(_explain_and_close(engine, request))
+    sys.stdout.write(
+        json.dumps(explain.to_json(found), indent=2) + "\n"
+        if args.json
+        else explain.render_text(found)
+    )
+    return 1 if found.store_error is not None else 0
+
+
+async def _explain_and_close(engine: Engine, request: Request) -> explain.Explanation:
+    try:
+        return await explain.explain(engine, request)
+    finally:
+        await engine.store.close()

@@ -618,7 +618,7 @@ def test_the_command_loads_no_protobuf_or_transport_module() -> None:
     # In a child process: this one must not import those modules, even to check.
     forbidden = (
         "ratelimitd.protos",
-        "ratelimitd.app.admin",
+        "ratelimitd.transports.admin",
         "ratelimitd.app.service",
         "ratelimitd.app.server",
         "ratelimitd.transports.rpc",

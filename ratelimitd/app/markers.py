@@ -19,9 +19,9 @@ from pathlib import Path
 
 import structlog
 
-from ratelimitd.app.admin import Readiness
 from ratelimitd.app.settings import DRAIN_MARKER_ENV, READY_MARKER_ENV, RELOAD_MARKER_ENV
 from ratelimitd.config.watch import ConfigReloader
+from ratelimitd.transports.health import Readiness
 
 log = structlog.get_logger(__name__)
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import structlog
 
-from ratelimitd.app import service
+from ratelimitd.app import build, service
 from ratelimitd.app.markers import WorkerLink
 from ratelimitd.app.ports import addresses_free
 from ratelimitd.app.settings import Settings, Transport, split_address
@@ -36,11 +36,11 @@ async def serve(settings: Settings) -> int:
     """Run the service; return the process exit code."""
     # Before the config loads: a reload the supervisor asks for from now on must count.
     link = WorkerLink.from_environment(os.environ)
-    config = service.load(settings)
+    config = build.load(settings)
     if config is None:
         return 1
     try:
-        settings.tls()
+        build.tls_files(settings)
     except ValueError as exc:
         log.error("bad_tls_settings", error=str(exc))
         return 1
@@ -52,7 +52,7 @@ async def serve(settings: Settings) -> int:
     try:
         # Built here so a bad URL stops the start once, not every worker over and over.
         recorder = Recorder()
-        store = service.build_store(settings, recorder)
+        store = build.build_store(settings, recorder)
     except ValueError as exc:
         log.error("bad_redis_url", error=str(exc))
         return 1
@@ -132,7 +132,7 @@ async def serve_grpc(
                     recorder,
                 ),
                 settings.grpc_addr,
-                settings.tls(),
+                build.tls_files(settings),
                 settings.max_request_bytes,
                 settings.max_streams_per_connection,
             )

@@ -1,5 +1,7 @@
-"""One worker's service, whatever the transport: its config, store, engine, readiness, HTTP
-endpoints and config reloader."""
+"""One worker's service, whatever the transport: its engine, readiness, HTTP endpoints,
+config reloader and observers, wired together. With app.build (the parts) and the process
+entry points (server, asgi_worker), the only place where the parts meet: transports receive
+what they serve."""
 
 from __future__ import annotations
 
@@ -11,19 +13,17 @@ from dataclasses import dataclass, field
 
 import structlog
 
-from ratelimitd.app import admin
+from ratelimitd.app.build import build_engine, defaults
 from ratelimitd.app.settings import Settings
-from ratelimitd.config.errors import InvalidConfigError
-from ratelimitd.config.loader import load_config
 from ratelimitd.config.watch import ConfigReloader, log_config
 from ratelimitd.core.engine import Engine
-from ratelimitd.core.overlimit_cache import OverLimitCache
-from ratelimitd.model.observer import NO_OBSERVER, watch_loop_lag
-from ratelimitd.model.rules import Config, Defaults
+from ratelimitd.model.observer import watch_loop_lag
+from ratelimitd.model.rules import Config
 from ratelimitd.observe import metrics
 from ratelimitd.storage import factory
 from ratelimitd.storage.base import Store
-from ratelimitd.storage.breaker import CircuitBreaker
+from ratelimitd.transports import admin
+from ratelimitd.transports.health import Readiness, store_answers
 from ratelimitd.transports.http import Routes
 
 log = structlog.get_logger(__name__)
@@ -38,7 +38,7 @@ class Service:
     publishing metrics), like the transport's listeners."""
 
     engine: Engine
-    readiness: admin.Readiness
+    readiness: Readiness
     routes: Routes  # every endpoint, for --http-addr
     public_routes: Routes  # what the asgi transport's gRPC port serves besides gRPC
     reloader: ConfigReloader
@@ -63,49 +63,11 @@ class Service:
                 await task
 
 
-def build_store(settings: Settings, recorder: metrics.Recorder | None = None) -> Store:
-    """The store --redis-url names (redis, rediss, redis+sentinel, redis+cluster), otherwise
-    the in-memory store, behind a circuit breaker; ValueError, naming the problem, for a bad
-    URL. `recorder` counts its batches and circuit changes."""
-    observer = recorder or NO_OBSERVER
-    return factory.build_store(
-        settings.redis_url,
-        timeout=settings.redis_timeout,
-        memory_max_keys=settings.memory_max_keys,
-        observer=observer,
-        breaker=CircuitBreaker(
-            threshold=settings.breaker_threshold,
-            cooldown_s=settings.breaker_cooldown,
-            observer=observer,
-        ),
-    )
-
-
-def _defaults(settings: Settings) -> Defaults:
-    return Defaults(settings.default_algorithm, settings.failure_mode)
-
-
-def load(settings: Settings) -> Config | None:
-    """The configured rules, or None after logging every error."""
-    try:
-        return load_config(settings.config, _defaults(settings))
-    except InvalidConfigError as exc:
-        for error in exc.errors:
-            log.error("config_error", error=str(error))
-        return None
-
-
 def build(settings: Settings, config: Config, store: Store, recorder: metrics.Recorder) -> Service:
     """The engine and endpoints for `config` on `store`, and the reloader that replaces the
     engine's config when the files change; everything counted by `recorder`."""
-    # Only a shared store makes a round trip worth saving.
-    cache = (
-        OverLimitCache(settings.local_cache_size)
-        if settings.redis_url and settings.local_cache_size
-        else None
-    )
-    engine = settings.engine(config, store, cache, recorder)
-    readiness = admin.Readiness()
+    engine = build_engine(settings, config, store, recorder)
+    readiness = Readiness()
 
     def apply(new: Config) -> None:
         engine.config = new
@@ -125,7 +87,7 @@ def build(settings: Settings, config: Config, store: Store, recorder: metrics.Re
         admin.routes(engine, readiness, recorder, admin=False),
         ConfigReloader(
             settings.config,
-            _defaults(settings),
+            defaults(settings),
             config,
             apply,
             settings.config_poll_interval,
@@ -141,7 +103,7 @@ async def store_reported(store: Store, url: str | None) -> AsyncIterator[None]:
     once; when it does not answer, log a warning, and once it answers again, an info line.
     Meanwhile it is pinged every STORE_RETRY_S, never on the request path; the watch ends
     with the context."""
-    if url is None or await admin.store_answers(store):
+    if url is None or await store_answers(store):
         yield
         return
     shown = factory.redact(url)
@@ -158,6 +120,6 @@ async def store_reported(store: Store, url: str | None) -> AsyncIterator[None]:
 async def _until_reachable(store: Store, shown: str) -> None:
     while True:
         await asyncio.sleep(STORE_RETRY_S)
-        if await admin.store_answers(store):
+        if await store_answers(store):
             log.info("store_reachable", store=shown)
             return

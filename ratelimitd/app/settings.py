@@ -8,20 +8,16 @@ import enum
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, TypeVar
 
 from ratelimitd.algorithms import ALGORITHMS
-from ratelimitd.core.engine import DEFAULT_NEAR_LIMIT_RATIO, Engine
+from ratelimitd.core.engine import DEFAULT_NEAR_LIMIT_RATIO
 from ratelimitd.core.headers import HeaderMode
 from ratelimitd.core.keys import DEFAULT_PREFIX
-from ratelimitd.core.overlimit_cache import OverLimitCache
 from ratelimitd.core.problem import BodyMode
 from ratelimitd.core.validation import DEFAULT_REQUEST_LIMITS, RequestLimits
-from ratelimitd.model.observer import NO_OBSERVER, Observer
-from ratelimitd.model.rules import DEFAULT_ALGORITHM, Config, FailureMode
+from ratelimitd.model.rules import DEFAULT_ALGORITHM, FailureMode
 from ratelimitd.observe.tracing import Exporter
-from ratelimitd.storage.base import Store
 from ratelimitd.storage.memory import DEFAULT_MAX_KEYS
 from ratelimitd.transports.grpc_status import MAX_MESSAGE_BYTES
 
@@ -46,16 +42,6 @@ class Transport(enum.Enum):
 
 
 E = TypeVar("E", bound=enum.Enum)
-
-
-@dataclass(frozen=True, slots=True)
-class Tls:
-    """PEM files for serving gRPC over TLS; with `client_ca`, clients must present a
-    certificate it signed (mTLS)."""
-
-    cert: Path
-    key: Path
-    client_ca: Path | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,49 +92,11 @@ class Settings:
             return self.workers
         return (os.cpu_count() or 1) if self.redis_url else 1
 
-    def engine(
-        self,
-        config: Config,
-        store: Store,
-        over_limit_cache: OverLimitCache | None = None,
-        observer: Observer = NO_OBSERVER,
-    ) -> Engine:
-        """An engine deciding `config` on `store` as these settings say, reporting its
-        decisions to `observer`."""
-        return Engine(
-            config,
-            store,
-            header_mode=self.response_headers,
-            body_mode=self.over_limit_body,
-            key_prefix=self.key_prefix,
-            shadow_mode=self.shadow_mode,
-            near_limit_ratio=self.near_limit_ratio,
-            over_limit_cache=over_limit_cache,
-            request_limits=self.request_limits(),
-            observer=observer,
-        )
-
     def request_limits(self) -> RequestLimits:
         """The bounds every request is checked against."""
         return RequestLimits(
             self.max_descriptors, self.max_entries, self.max_key_length, self.max_value_length
         )
-
-    def tls(self) -> Tls | None:
-        """The gRPC port's TLS files, or None for plaintext; ValueError if incomplete."""
-        if self.tls_cert is None and self.tls_key is None:
-            if self.tls_client_ca is not None:
-                raise ValueError("--tls-client-ca needs --tls-cert and --tls-key")
-            return None
-        if self.tls_cert is None or self.tls_key is None:
-            raise ValueError("--tls-cert and --tls-key go together")
-        files = Tls(Path(self.tls_cert), Path(self.tls_key), None)
-        if self.tls_client_ca is not None:
-            files = Tls(files.cert, files.key, Path(self.tls_client_ca))
-        for path in (files.cert, files.key, files.client_ca):
-            if path is not None and not path.is_file():
-                raise ValueError(f"TLS file not found: {path}")
-        return files
 
     def to_environment(self) -> dict[str, str]:
         """These settings as RATELIMITD_* variables, which settings_from_environment reads

@@ -24,6 +24,7 @@ import structlog
 from pyvoy import PyvoyServer
 
 from ratelimitd.app import reference_env
+from ratelimitd.app.build import tls_files
 from ratelimitd.app.markers import write_marker
 from ratelimitd.app.settings import (
     DRAIN_MARKER_ENV,
@@ -37,7 +38,7 @@ from ratelimitd.observe.metrics import MULTIPROC_ENV
 
 log = structlog.get_logger(__name__)
 
-ASGI_APP = "ratelimitd.transports.asgi:app"
+ASGI_APP = "ratelimitd.app.asgi_worker:app"
 _MAX_BACKOFF_S = 30.0
 _READY_POLL_S = 0.05
 
@@ -150,7 +151,7 @@ def asgi_starter(settings: Settings, scratch: Path) -> Starter:
 def pyvoy_server(settings: Settings, environment: dict[str, str]) -> PyvoyServer:
     """The (not yet started) Envoy process of one asgi worker, run with `environment`."""
     host, port = split_address(settings.grpc_addr)
-    tls = settings.tls()
+    tls = tls_files(settings)
     return _CappedPyvoyServer(
         ASGI_APP,
         settings.max_streams_per_connection,

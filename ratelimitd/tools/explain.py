@@ -8,30 +8,22 @@ it; the counter's state now; and what the request would get now. Counters are re
 store's peek, a dry run that commits nothing, so explaining a request never changes what
 the next real one gets.
 
-Transport-free like the engine: no protobuf and no Redis client here (the command line
-builds its store through storage.factory, imported only when it runs).
+Transport-free like the engine: no protobuf and no Redis client here (the command line, in
+ratelimitd.cli, builds the engine and its store).
 """
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import enum
-import json
-import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from ratelimitd.algorithms import ALGORITHMS, Outcome
-from ratelimitd.app.settings import add_serve_arguments, settings_from
-from ratelimitd.config.errors import InvalidConfigError
-from ratelimitd.config.loader import load_config
 from ratelimitd.core.engine import Engine
 from ratelimitd.core.matcher import How, Match, Step, trace
-from ratelimitd.core.validation import validate
 from ratelimitd.model.messages import Code, Decision, Descriptor, Request, Status
-from ratelimitd.model.rules import Defaults, Domain, Rule
+from ratelimitd.model.rules import Domain, Rule
 from ratelimitd.storage.base import StoreError
 
 
@@ -366,90 +358,3 @@ def _rule_text(rule: Rule) -> str:
 
 def _seconds(us: int) -> str:
     return f"{us / 1_000_000:.3f}s"
-
-
-# The command line: `ratelimitd explain`.
-
-
-def add_arguments(parser: argparse.ArgumentParser, environ: Mapping[str, str]) -> None:
-    """Declare the flags of `explain`: every flag of `serve` (so the same flags and
-    environment give the same keys and defaults), and the request to explain."""
-    add_serve_arguments(parser, environ)
-    parser.add_argument("--domain", required=True, help="the request's domain")
-    parser.add_argument(
-        "entries", nargs="*", metavar="KEY=VALUE", help="the entries of the first descriptor"
-    )
-    parser.add_argument(
-        "--descriptor",
-        action="append",
-        nargs="+",
-        default=[],
-        metavar="KEY=VALUE",
-        help="the entries of one more descriptor; repeatable",
-    )
-    parser.add_argument(
-        "--hits-addend", type=_cost, default=0, help="the request's cost (0 means 1) [default 0]"
-    )
-    parser.add_argument("--json", action="store_true", help="print JSON instead of text")
-
-
-def _cost(text: str) -> int:
-    if not text.isdigit():
-        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number >= 0")
-    return int(text)
-
-
-def main(parser: argparse.ArgumentParser, args: argparse.Namespace, env: Mapping[str, str]) -> int:
-    """Run `explain`: 0 when explained, 1 when the config is invalid or the store failed."""
-    settings = settings_from(args, env)
-    if not settings.config:
-        parser.error("explain needs --config PATH (or RATELIMITD_CONFIG)")
-    descriptors = []
-    for tokens in ([args.entries] if args.entries else []) + args.descriptor:
-        entries = []
-        for token in tokens:
-            key, sep, value = token.partition("=")
-            if not sep:
-                parser.error(f"'{token}' is not KEY=VALUE")
-            entries.append((key, value))
-        descriptors.append(Descriptor(tuple(entries)))
-    try:
-        config = load_config(
-            settings.config, Defaults(settings.default_algorithm, settings.failure_mode)
-        )
-    except InvalidConfigError as exc:
-        for error in exc.errors:
-            print(error, file=sys.stderr)
-        return 1
-    request = Request(args.domain, tuple(descriptors), args.hits_addend)
-    # Imported here so that the other subcommands start without loading the Redis client.
-    from ratelimitd.storage.factory import build_store
-
-    try:
-        validate(request, settings.request_limits())
-        store = build_store(
-            settings.redis_url,
-            timeout=settings.redis_timeout,
-            memory_max_keys=settings.memory_max_keys,
-        )
-    except ValueError as exc:  # an invalid request (InvalidRequestError) or --redis-url
-        parser.error(str(exc))
-    if settings.redis_url is None:
-        print(
-            "note: no --redis-url: the counters are this process's own in-memory ones, all "
-            "fresh; POST /explain asks a running server",
-            file=sys.stderr,
-        )
-    engine = settings.engine(config, store)
-    found = asyncio.run(_explain_and_close(engine, request))
-    sys.stdout.write(
-        json.dumps(to_json(found), indent=2) + "\n" if args.json else render_text(found)
-    )
-    return 1 if found.store_error is not None else 0
-
-
-async def _explain_and_close(engine: Engine, request: Request) -> Explanation:
-    try:
-        return await explain(engine, request)
-    finally:
-        await engine.store.close()

@@ -2,28 +2,22 @@
 the HTTP endpoints, on one port, for an ASGI server that speaks HTTP/2 with trailers — pyvoy,
 which runs the app inside Envoy (`--transport asgi`).
 
-`app` reads its settings from RATELIMITD_* environment variables in the ASGI lifespan
-startup, so the supervisor can start any number of Envoy processes on the same port.
+The app serves what its `start` callback returns at the ASGI lifespan startup (see
+ratelimitd.app.asgi_worker, which builds the service from RATELIMITD_* variables).
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
 from urllib.parse import quote
 
 import structlog
 
-from ratelimitd.app.markers import WorkerLink
-from ratelimitd.app.service import Service, build, build_store, load
-from ratelimitd.app.settings import Settings, settings_from_environment, split_address
-from ratelimitd.observe import logs
-from ratelimitd.observe.metrics import Recorder
-from ratelimitd.observe.tracing import TRACER, Metadata
-from ratelimitd.storage.base import Store
+from ratelimitd.observe.tracing import Metadata
 from ratelimitd.transports.grpc_status import (
     DEADLINE_EXCEEDED,
     FRAME_PREFIX_BYTES,
@@ -36,8 +30,7 @@ from ratelimitd.transports.grpc_status import (
     parse_timeout,
     unframe,
 )
-from ratelimitd.transports.http import HttpServer, Response
-from ratelimitd.transports.rpc import AUTHZ_METHOD, HEALTH_METHOD, RLS_METHOD, Rpc
+from ratelimitd.transports.http import Response, Routes
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -100,16 +93,28 @@ async def read_body(receive: Receive, limit: int) -> bytes | None:
         message = await receive()
 
 
-class RateLimitApp:
-    """The ASGI application; one instance per process, set up by the lifespan protocol."""
+@dataclass(frozen=True, slots=True)
+class Endpoints:
+    """What the app serves once started: gRPC methods by path, HTTP routes for every other
+    path, and the largest request message taken."""
 
-    def __init__(self, environ: MutableMapping[str, str] = os.environ) -> None:
-        self._environ = environ
-        self._service: Service | None = None
-        self._store: Store | None = None
-        self._admin: HttpServer | None = None
-        self._link: WorkerLink | None = None
-        self._max_request_bytes = MAX_MESSAGE_BYTES  # --max-request-bytes once started
+    methods: dict[str, Method]
+    routes: Routes
+    max_request_bytes: int
+
+
+class AsgiApp:
+    """The ASGI application. The lifespan startup calls `start` for what to serve (a failure,
+    as OSError, RuntimeError, ValueError or SystemExit, fails the startup with its message);
+    the lifespan shutdown calls `stop`."""
+
+    def __init__(
+        self, start: Callable[[], Awaitable[Endpoints]], stop: Callable[[], Awaitable[None]]
+    ) -> None:
+        self._start = start
+        self._stop = stop
+        self._routes: Routes | None = None
+        self._max_request_bytes = MAX_MESSAGE_BYTES
         # The gRPC methods by path, once started (until then every path is HTTP's: 503).
         self._methods: dict[str, Method] = {}
 
@@ -160,14 +165,12 @@ class RateLimitApp:
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         body = await read_body(receive, MAX_MESSAGE_BYTES)
-        if self._service is None:
+        if self._routes is None:
             response = Response(HTTPStatus.SERVICE_UNAVAILABLE, b"starting\n")
         elif body is None:
             response = Response(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, b"body too large\n")
         else:
-            response = await self._service.public_routes.dispatch(
-                scope["method"], scope["path"], body
-            )
+            response = await self._routes.dispatch(scope["method"], scope["path"], body)
         headers = [(b"content-type", response.content_type.encode())]
         headers += [(k.encode(), v.encode()) for k, v in response.headers]
         await send({"type": "http.response.start", "status": response.status, "headers": headers})
@@ -180,54 +183,15 @@ class RateLimitApp:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 try:
-                    await self._start(settings_from_environment(self._environ))
+                    endpoints = await self._start()
                 except (OSError, RuntimeError, ValueError, SystemExit) as exc:
                     await send({"type": "lifespan.startup.failed", "message": str(exc)})
                     return
+                self._max_request_bytes = endpoints.max_request_bytes
+                self._routes = endpoints.routes
+                self._methods = endpoints.methods
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await self._stop()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
-
-    async def _start(self, settings: Settings) -> None:
-        logs.configure(settings.log_level, settings.log_format)
-        # Before the config loads: a reload asked for from now on must count.
-        self._link = WorkerLink.from_environment(self._environ)
-        config = load(settings)
-        if config is None:
-            raise RuntimeError("invalid config")
-        TRACER.configure(settings.tracing)
-        recorder = Recorder()
-        self._store = build_store(settings, recorder)
-        service = build(settings, config, self._store, recorder)
-        host, port = split_address(settings.http_addr)
-        self._admin = HttpServer(service.routes, host, port)
-        await self._admin.start()
-        self._service = service
-        rpc = Rpc(service.engine, service.readiness, settings.authz_domain, recorder)
-        self._methods = {
-            RLS_METHOD: rpc.should_rate_limit,
-            AUTHZ_METHOD: rpc.check,
-            HEALTH_METHOD: rpc.health_check,
-        }
-        self._max_request_bytes = settings.max_request_bytes
-        service.start()
-        service.readiness.serving = True
-        if self._link is not None:
-            self._link.serve(service.reloader, service.readiness)
-        log.info("worker_serving", transport="asgi", pid=os.getpid(), http_addr=settings.http_addr)
-
-    async def _stop(self) -> None:
-        if self._link is not None:
-            await self._link.stop()
-        if self._service is not None:
-            self._service.readiness.serving = False
-            await self._service.stop()
-        if self._admin is not None:
-            await self._admin.stop()
-        if self._store is not None:
-            await self._store.close()
-
-
-app = RateLimitApp()

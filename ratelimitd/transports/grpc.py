@@ -9,10 +9,10 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from ratelimitd.app.settings import Tls
 from ratelimitd.observe.tracing import Metadata
 from ratelimitd.transports.grpc_status import MAX_MESSAGE_BYTES, GrpcError
 from ratelimitd.transports.rpc import AUTHZ_SERVICE, HEALTH_SERVICES, RLS_SERVICE, Rpc
+from ratelimitd.transports.tls import Tls
 
 _STATUS_CODES = {code.value[0]: code for code in grpc.StatusCode}
 

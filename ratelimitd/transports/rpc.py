@@ -16,7 +16,6 @@ import structlog
 from google.protobuf.message import DecodeError
 from grpc_health.v1 import health_pb2
 
-from ratelimitd.app.admin import Readiness
 from ratelimitd.core import authz
 from ratelimitd.core.engine import Engine
 from ratelimitd.model.messages import Code, Decision, Request
@@ -34,6 +33,7 @@ from ratelimitd.transports.grpc_status import (
     UNAVAILABLE,
     GrpcError,
 )
+from ratelimitd.transports.health import Readiness
 
 log = structlog.get_logger(__name__)
 

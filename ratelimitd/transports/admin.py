@@ -3,10 +3,8 @@ explanations of them."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
-from dataclasses import dataclass
 from http import HTTPStatus
 
 from google.protobuf import json_format
@@ -16,31 +14,14 @@ from ratelimitd.model.messages import Code, InvalidRequestError, StoreUnavailabl
 from ratelimitd.model.rules import Config, Rule
 from ratelimitd.observe import metrics
 from ratelimitd.protos.envoy.service.ratelimit.v3 import rls_pb2
-from ratelimitd.storage.base import Store
 from ratelimitd.tools import explain
 from ratelimitd.transports import rls_codec, rls_wire
 from ratelimitd.transports.errors import error_status
 from ratelimitd.transports.grpc_status import NAMES
+from ratelimitd.transports.health import Readiness, store_answers
 from ratelimitd.transports.http import Response, Routes, text
 
 JSON = "application/json"
-HEALTH_PING_TIMEOUT_S = 1.0
-
-
-@dataclass(slots=True)
-class Readiness:
-    """Whether the process should receive traffic (false while starting and draining)."""
-
-    serving: bool = False
-
-
-async def store_answers(store: Store) -> bool:
-    """Whether the store answers a ping, within HEALTH_PING_TIMEOUT_S whatever its own
-    timeout: a probe must get an answer quickly."""
-    try:
-        return await asyncio.wait_for(store.ping(), HEALTH_PING_TIMEOUT_S)
-    except TimeoutError:
-        return False
 
 
 def describe(rule: Rule) -> str:
