@@ -10,13 +10,15 @@ import pytest
 
 from ratelimitd.algorithms import Hit
 from ratelimitd.config.loader import load_config
-from ratelimitd.core import engine, keys
+from ratelimitd.core import keys
 from ratelimitd.core.engine import Engine
 from ratelimitd.core.validation import RequestLimits, validate
 from ratelimitd.model.messages import Descriptor, InvalidRequestError, Request
 from ratelimitd.model.rules import Limit, Unit
 from ratelimitd.storage.clock import FakeClock
 from ratelimitd.storage.memory import MemoryStore
+from ratelimitd.transports import plan_cache
+from ratelimitd.transports.plan_cache import PlanCache
 
 LIMITS = RequestLimits(max_descriptors=2, max_entries=2, max_key_length=3, max_value_length=4)
 
@@ -99,7 +101,7 @@ def test_the_memory_store_drops_the_counter_due_first_past_its_size() -> None:
 def test_the_plan_cache_keeps_only_small_requests(tmp_path: Path) -> None:
     path = tmp_path / "d.yaml"
     path.write_text("domain: d\ndescriptors:\n  - key: k\n")
-    bounded = Engine(load_config([path]), MemoryStore(FakeClock()))
+    bounded = PlanCache(Engine(load_config([path]), MemoryStore(FakeClock())))
     built: list[bytes] = []
 
     def build(data: bytes) -> Request:
@@ -107,9 +109,9 @@ def test_the_plan_cache_keeps_only_small_requests(tmp_path: Path) -> None:
         return request((("k", "v"),))
 
     def plan(data: bytes) -> None:
-        bounded.plan_for(data, build)
+        bounded.for_wire(data, build)
 
-    small, large = b"s", b"L" * (engine.PLAN_CACHE_MAX_REQUEST_BYTES + 1)
+    small, large = b"s", b"L" * (plan_cache.PLAN_CACHE_MAX_REQUEST_BYTES + 1)
     for data in (small, small, large, large):
         plan(data)
     assert built == [small, large, large]

@@ -19,10 +19,11 @@ transports/authz_wire).
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from typing import NamedTuple
 
 from ratelimitd.core import extract
-from ratelimitd.core.engine import Engine
+from ratelimitd.core.engine import Engine, Plan
 from ratelimitd.model.messages import Code, Decision, HttpAttributes, Request, StoreUnavailableError
 
 # The context extension naming the domain.
@@ -79,10 +80,14 @@ def from_decision(decision: Decision, domain: str | None) -> AuthzDecision:
 
 
 async def authorize(
-    engine: Engine, attributes: HttpAttributes, default_domain: str | None = None
+    engine: Engine,
+    attributes: HttpAttributes,
+    default_domain: str | None = None,
+    plan_of: Callable[[Request], Plan] | None = None,
 ) -> AuthzDecision:
-    """Decide an HTTP request. Raises InvalidRequestError when the extracted descriptors are
-    not a valid request."""
+    """Decide an HTTP request; `plan_of` makes the extracted request's plan (the engine's
+    `plan` unless given: the transport passes its plan cache's). Raises InvalidRequestError
+    when the extracted descriptors are not a valid request."""
     name = attributes.context_extensions.get(DOMAIN_EXTENSION) or default_domain
     domain = engine.config.domains.get(name) if name else None
     if domain is None:
@@ -90,7 +95,7 @@ async def authorize(
     found = extract.descriptors(domain, attributes)
     if not found:
         return AuthzDecision(Verdict.OK, domain=domain.name)
-    plan = engine.cached_plan(Request(domain.name, found))
+    plan = (plan_of or engine.plan)(Request(domain.name, found))
     try:
         decision = await engine.decide(plan)
     except StoreUnavailableError:

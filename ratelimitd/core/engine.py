@@ -8,7 +8,7 @@ headers. Knows nothing of gRPC, HTTP or Redis clients.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import structlog
 
@@ -42,10 +42,6 @@ _WITHIN, _NEAR, _OVER_RESULT = Result.WITHIN_LIMIT, Result.NEAR_LIMIT, Result.OV
 _SHADOW_OVER, _CACHE_HIT = Result.SHADOW_OVER_LIMIT, Result.LOCAL_CACHE_HIT
 # Builds a NamedTuple from its fields without the Python-level __new__ it generates.
 _new = tuple.__new__
-# Plans of this many distinct requests are kept (then all dropped and rebuilt as they come).
-PLAN_CACHE_SIZE = 10_000
-# Only requests up to this size get a cached plan (Envoy's are a few hundred bytes).
-PLAN_CACHE_MAX_REQUEST_BYTES = 2048
 # As the reference's NEAR_LIMIT_RATIO: near once 80% of a limit is used.
 DEFAULT_NEAR_LIMIT_RATIO = 0.8
 # A rule denying because the store failed asks the client to retry after this long.
@@ -60,7 +56,9 @@ class Plan:
     status index each fills, and what every decision of it shares (its headers' fixed parts,
     each hit's near-limit threshold, the whole answer when nothing needs a counter).
 
-    `domain` is the request's domain if the config has it; `details` holds, per descriptor,
+    `domain` is the request's domain if the config has it; per descriptor, `matches` holds
+    the rule it reached (Envoy's limit override, the config's match, or None) and `replaced`
+    whether another matched rule's `replaces` drops that rule; `details` holds, per descriptor,
     its values as `key_value.key_value` when its rule asks for per-value metrics;
     `charges_overdraft` says whether a hit charges a limit with overdraft (such a request
     must reach the store, whatever the local over-limit cache knows). `memo` is for the
@@ -76,14 +74,18 @@ class Plan:
         "header_plan",
         "hit_at",
         "hits",
+        "matches",
         "memo",
         "near_below",
+        "replaced",
         "statuses",
     )
 
     def __init__(
         self,
         domain: str | None,
+        matches: tuple[Match | None, ...],
+        replaced: tuple[bool, ...],
         statuses: tuple[Status, ...],
         hits: tuple[Hit, ...],
         hit_at: tuple[tuple[int, Limit, Rule], ...],
@@ -92,6 +94,8 @@ class Plan:
         near_fraction: float,
     ) -> None:
         self.domain = domain
+        self.matches = matches
+        self.replaced = replaced
         self.statuses = statuses
         self.hits = hits
         self.hit_at = hit_at
@@ -125,7 +129,7 @@ class Engine:
         request_limits: RequestLimits = DEFAULT_REQUEST_LIMITS,
         observer: Observer = NO_OBSERVER,
     ) -> None:
-        self._plans: dict[bytes | Request, Plan] = {}  # by serialized or built request
+        # The rules in force: assigning a new config (a reload) takes effect at once.
         self.config = config
         self.store = store
         self._header_mode = header_mode
@@ -141,46 +145,9 @@ class Engine:
         self._failure_log_at = 0.0
         self._failures_unlogged = 0
 
-    @property
-    def config(self) -> Config:
-        """The rules in force; assigning a new config (a reload) takes effect at once."""
-        return self._config
-
-    @config.setter
-    def config(self, config: Config) -> None:
-        self._config = config
-        self._plans = {}  # plans follow the config they were made from
-
     async def should_rate_limit(self, request: Request) -> Decision:
         """Decide one request; raise InvalidRequestError for malformed input."""
         return await self.decide(self.plan(request))
-
-    def plan_for(self, data: bytes, decode: Callable[[bytes], Request]) -> Plan:
-        """The plan of the request serialized as `data`, built from `decode(data)` the first
-        time: a repeated request skips decoding as well as matching. Raises
-        InvalidRequestError for malformed input (and whatever `decode` raises).
-        """
-        plan = self._plans.get(data)
-        if plan is None:
-            plan = self.plan(decode(data))
-            # Large requests are rare and would make the cache's memory grow with their size.
-            if len(data) <= PLAN_CACHE_MAX_REQUEST_BYTES:
-                self._remember(data, plan)
-        return plan
-
-    def cached_plan(self, request: Request) -> Plan:
-        """plan(request), kept for the next identical request: for callers that build requests
-        themselves from values of bounded size (ext_authz extraction)."""
-        plan = self._plans.get(request)
-        if plan is None:
-            plan = self.plan(request)
-            self._remember(request, plan)
-        return plan
-
-    def _remember(self, key: bytes | Request, plan: Plan) -> None:
-        if len(self._plans) >= PLAN_CACHE_SIZE:
-            self._plans.clear()  # cheaper than LRU bookkeeping on every hit
-        self._plans[key] = plan
 
     async def decide(self, plan: Plan) -> Decision:
         """Evaluate a request's plan against the store (or the local over-limit cache)."""
@@ -208,7 +175,7 @@ class Engine:
         self._observer.decided(decision, plan.details)
         return decision
 
-    def decision(self, plan: Plan, outcomes: Sequence[Outcome]) -> Decision:
+    def conclude(self, plan: Plan, outcomes: Sequence[Outcome]) -> Decision:
         """The answer a plan gets when the store reports `outcomes` (one per hit), without
         asking the store or the over-limit cache: how explain shows what a request would get."""
         return plan.fixed or self._conclude_outcomes(plan, outcomes, 0.0)
@@ -239,28 +206,32 @@ class Engine:
         """What the config makes of a request, before any counter is read; raises
         InvalidRequestError for malformed input."""
         validate(request, self._request_limits)
-        domain = self._config.domains.get(request.domain)
+        domain = self.config.domains.get(request.domain)
+        count = len(request.descriptors)
         if domain is None:
             return Plan(
                 None,
-                (OK_STATUS,) * len(request.descriptors),
+                (None,) * count,
+                (False,) * count,
+                (OK_STATUS,) * count,
                 (),
                 (),
                 (),
                 HeaderPlan((), self._header_mode),
                 self._near_fraction,
             )
-        matched = [self.rule_for(domain, d) for d in request.descriptors]
-        replaced = set().union(*(m.rule.replaces for m in matched if m is not None))
-        statuses: list[Status] = [OK_STATUS] * len(matched)
+        matched = tuple(_rule_for(domain, d) for d in request.descriptors)
+        names = set().union(*(m.rule.replaces for m in matched if m is not None))
+        replaced = tuple(
+            m is not None and m.rule.name is not None and m.rule.name in names for m in matched
+        )
+        statuses: list[Status] = [OK_STATUS] * count
         hits: list[Hit] = []
         hit_at: list[tuple[int, Limit, Rule]] = []
         for i, (descriptor, found) in enumerate(zip(request.descriptors, matched, strict=True)):
-            if found is None:
+            if found is None or replaced[i]:
                 continue
             rule, shared = found
-            if rule.name is not None and rule.name in replaced:
-                continue
             if rule.limit is None:
                 statuses[i] = Status(Code.OK, None, UNLIMITED_REMAINING)
                 continue
@@ -280,6 +251,8 @@ class Engine:
         measured = HeaderPlan([(i, rule) for i, _, rule in hit_at], self._header_mode)
         return Plan(
             domain.name,
+            matched,
+            replaced,
             tuple(statuses),
             tuple(hits),
             tuple(hit_at),
@@ -287,30 +260,6 @@ class Engine:
             measured,
             self._near_fraction,
         )
-
-    @staticmethod
-    def rule_for(domain: Domain, descriptor: Descriptor) -> Match | None:
-        """The rule a descriptor gets in `domain`: Envoy's limit override if it carries one,
-        else the config's match; None when no limit applies."""
-        override = descriptor.limit
-        if override is None:
-            return match(domain.root, descriptor.entries)
-        # Envoy's per-descriptor override replaces config matching (for a known domain).
-        path = key_path(descriptor.entries)
-        per_unit = override.requests_per_unit
-        limit = Limit(domain.defaults.algorithm, per_unit, override.unit, per_unit)
-        rule = Rule(
-            domain=domain.name,
-            full_key=f"{domain.name}.{path}",
-            limit=limit,
-            name=None,
-            replaces=frozenset(),
-            shadow_mode=False,
-            detailed_metric=False,
-            failure_mode=domain.defaults.failure_mode,
-            source=None,
-        )
-        return Match(rule, None)
 
     def _answer_from_cache(self, plan: Plan, cache: OverLimitCache) -> Decision | None:
         """The request rejected locally if one of its limits is known to be over, else None.
@@ -408,3 +357,27 @@ class Engine:
         )
         self._failure_log_at = now
         self._failures_unlogged = 0
+
+
+def _rule_for(domain: Domain, descriptor: Descriptor) -> Match | None:
+    """The rule a descriptor gets in `domain`: Envoy's limit override if it carries one,
+    else the config's match; None when no limit applies."""
+    override = descriptor.limit
+    if override is None:
+        return match(domain.root, descriptor.entries)
+    # Envoy's per-descriptor override replaces config matching (for a known domain).
+    path = key_path(descriptor.entries)
+    per_unit = override.requests_per_unit
+    limit = Limit(domain.defaults.algorithm, per_unit, override.unit, per_unit)
+    rule = Rule(
+        domain=domain.name,
+        full_key=f"{domain.name}.{path}",
+        limit=limit,
+        name=None,
+        replaces=frozenset(),
+        shadow_mode=False,
+        detailed_metric=False,
+        failure_mode=domain.defaults.failure_mode,
+        source=None,
+    )
+    return Match(rule, None)

@@ -92,24 +92,23 @@ async def explain(engine: Engine, request: Request) -> Explanation:
             peeked = await engine.store.peek([*probes, *hits])
             now, outcomes = peeked[: len(hits)], peeked[len(hits) :]
             offered = outcomes
-        decision = engine.decision(plan, outcomes)
+        decision = engine.conclude(plan, outcomes)
     except StoreError as exc:
         error = str(exc)
     hit_of = {i: n for n, (i, _, _) in enumerate(plan.hit_at)}
-    matched = [
-        Engine.rule_for(domain, d) if domain is not None else None for d in request.descriptors
-    ]
     items = []
-    for i, (descriptor, found) in enumerate(zip(request.descriptors, matched, strict=True)):
+    for i, (descriptor, found) in enumerate(zip(request.descriptors, plan.matches, strict=True)):
         steps: tuple[Step, ...] = ()
         if domain is not None and descriptor.limit is None:
             steps = tuple(trace(domain.root, descriptor.entries))
         replaced_by: tuple[Rule, ...] = ()
-        if found is not None and found.rule.name is not None:
+        if found is not None and plan.replaced[i]:
             name = found.rule.name
             # Each replacing rule once, however many descriptors matched it.
             replaced_by = tuple(
-                dict.fromkeys(m.rule for m in matched if m is not None and name in m.rule.replaces)
+                dict.fromkeys(
+                    m.rule for m in plan.matches if m is not None and name in m.rule.replaces
+                )
             )
         n = hit_of.get(i)
         counter = None
@@ -120,7 +119,7 @@ async def explain(engine: Engine, request: Request) -> Explanation:
             verdict = Verdict.UNKNOWN_DOMAIN
         elif found is None:
             verdict = Verdict.NO_RULE
-        elif replaced_by:  # the engine drops replaced rules before looking at `unlimited`
+        elif plan.replaced[i]:  # the engine drops replaced rules before looking at `unlimited`
             verdict = Verdict.REPLACED
         else:
             verdict = Verdict.UNLIMITED

@@ -34,6 +34,7 @@ from ratelimitd.transports.grpc_status import (
     GrpcError,
 )
 from ratelimitd.transports.health import Readiness
+from ratelimitd.transports.plan_cache import PlanCache
 
 log = structlog.get_logger(__name__)
 
@@ -68,6 +69,7 @@ class Rpc:
         observer: Observer = NO_OBSERVER,
     ) -> None:
         self._engine = engine
+        self._plans = PlanCache(engine)
         self._readiness = readiness
         self._authz_default_domain = authz_default_domain
         self._observer = observer
@@ -85,7 +87,7 @@ class Rpc:
         domain: str | None = None
         decision: Decision | None = None
         try:
-            plan = self._engine.plan_for(data, _decode_request)
+            plan = self._plans.for_wire(data, _decode_request)
             domain = plan.domain
             decision = await self._engine.decide(plan)
         except BaseException as exc:
@@ -112,7 +114,9 @@ class Rpc:
         started = time.perf_counter()
         try:
             attributes = authz_codec.decode(external_auth_pb2.CheckRequest.FromString(data))
-            answer = await authz.authorize(self._engine, attributes, self._authz_default_domain)
+            answer = await authz.authorize(
+                self._engine, attributes, self._authz_default_domain, self._plans.for_request
+            )
         except BaseException as exc:
             self._failed(exc, "CheckRequest", None, started, span)
             raise
