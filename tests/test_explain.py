@@ -444,6 +444,7 @@ def test_post_explain_on_a_real_server_changes_nothing(
     ]
     assert item["rule"]["name"] == "per_tenant"
     assert item["rule"]["source"] == f"{path}:3"
+    assert (item["rule"]["overdraft"], item["rule"]["detailed_metric"]) == (0, False)
     assert item["counter"]["key"] == key
     assert item["counter"]["now"]["remaining"] == 3
     assert item["status"]["limit_remaining"] == 2

@@ -19,9 +19,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from ratelimitd.algorithms import ALGORITHMS, Outcome
+from ratelimitd.algorithms import Outcome
 from ratelimitd.core.engine import Engine
 from ratelimitd.core.matcher import How, Match, Step, trace
+from ratelimitd.core.rule_fields import rule_fields, summary
 from ratelimitd.model.messages import Code, Decision, Descriptor, Request, Status
 from ratelimitd.model.rules import Domain, Rule
 from ratelimitd.storage.base import StoreError
@@ -197,9 +198,9 @@ def _descriptor_json(item: DescriptorExplanation) -> dict[str, Any]:
         "verdict": item.verdict.value,
         "why": item.why,
         "walk": [_step_json(step) for step in item.steps],
-        "rule": None if item.match is None else _rule_json(item.match.rule),
+        "rule": None if item.match is None else rule_fields(item.match.rule),
         "shared": None if item.match is None else item.match.shared,
-        "replaced_by": [_rule_json(rule) for rule in item.replaced_by],
+        "replaced_by": [rule_fields(rule) for rule in item.replaced_by],
         "counter": None
         if counter is None
         else {
@@ -239,23 +240,6 @@ def _step_json(step: Step) -> dict[str, Any]:
     }
 
 
-def _rule_json(rule: Rule) -> dict[str, Any]:
-    limit = rule.limit
-    return {
-        "full_key": rule.full_key,
-        "name": rule.name,
-        "source": None if rule.source is None else str(rule.source),
-        "unlimited": limit is None,
-        "algorithm": None if limit is None else limit.algorithm,
-        "requests_per_unit": None if limit is None else limit.requests_per_unit,
-        "unit": None if limit is None else limit.unit.name,
-        "burst": None if limit is None else limit.burst,
-        "replaces": sorted(rule.replaces),
-        "shadow_mode": rule.shadow_mode,
-        "failure_mode": rule.failure_mode.value,
-    }
-
-
 def render_text(explanation: Explanation) -> str:
     """The explanation for people: one block per descriptor."""
     request, decision, domain = explanation.request, explanation.decision, explanation.domain
@@ -284,7 +268,7 @@ def _descriptor_text(number: int, item: DescriptorExplanation, rejected: bool) -
             lines += _step_text(step)
     lines.append(f"  {item.verdict.value}: {item.why}")
     if item.match is not None:
-        lines.append(f"  rule: {_rule_text(item.match.rule)}")
+        lines.append(f"  rule: {summary(item.match.rule)}")
         shared = item.match.shared
         if shared is not None:
             patterns = ", ".join(f"'{p}'" for p in shared if p is not None)
@@ -333,26 +317,6 @@ def _step_text(step: Step) -> list[str]:
     if step.taken is None:
         lines.append("      no key-only node: the walk stops")
     return lines
-
-
-def _rule_text(rule: Rule) -> str:
-    parts = [rule.full_key]
-    if rule.name:
-        parts.append(f"name={rule.name}")
-    limit = rule.limit
-    if limit is None:
-        parts.append("unlimited")
-    else:
-        parts.append(f"{limit.algorithm} {limit.requests_per_unit}/{limit.unit.name.lower()}")
-        if ALGORITHMS[limit.algorithm].uses_burst and limit.burst != limit.requests_per_unit:
-            parts.append(f"burst={limit.burst}")
-    if rule.replaces:
-        parts.append(f"replaces={','.join(sorted(rule.replaces))}")
-    if rule.shadow_mode:
-        parts.append("shadow_mode")
-    parts.append(f"failure_mode={rule.failure_mode.value}")
-    parts.append(f"({rule.source or 'Envoy override'})")
-    return " ".join(parts)
 
 
 def _seconds(us: int) -> str:

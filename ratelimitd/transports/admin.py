@@ -10,8 +10,9 @@ from http import HTTPStatus
 from google.protobuf import json_format
 
 from ratelimitd.core.engine import Engine
+from ratelimitd.core.rule_fields import config_line
 from ratelimitd.model.messages import Code, InvalidRequestError, StoreUnavailableError
-from ratelimitd.model.rules import Config, Rule
+from ratelimitd.model.rules import Config
 from ratelimitd.observe import metrics
 from ratelimitd.protos.envoy.service.ratelimit.v3 import rls_pb2
 from ratelimitd.tools import explain
@@ -24,28 +25,9 @@ from ratelimitd.transports.http import Response, Routes, text
 JSON = "application/json"
 
 
-def describe(rule: Rule) -> str:
-    """One /rlconfig line: `<domain>.<key path>: <settings> source=<file:line>`."""
-    if rule.limit is None:
-        settings = "unlimited"
-    else:
-        limit = rule.limit
-        settings = (
-            f"algorithm={limit.algorithm} unit={limit.unit.name} "
-            f"requests_per_unit={limit.requests_per_unit} burst={limit.burst}"
-        )
-    if rule.name:
-        settings += f" name={rule.name}"
-    if rule.replaces:
-        settings += f" replaces={','.join(sorted(rule.replaces))}"
-    settings += f" shadow_mode={str(rule.shadow_mode).lower()}"
-    settings += f" failure_mode={rule.failure_mode.value} source={rule.source}"
-    return f"{rule.full_key}: {settings}"
-
-
 def rlconfig(config: Config) -> str:
     """Every loaded rule, one line each, in file order."""
-    return "".join(describe(rule) + "\n" for rule in config.rules)
+    return "".join(config_line(rule) + "\n" for rule in config.rules)
 
 
 def routes(
