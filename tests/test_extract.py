@@ -15,8 +15,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ratelimitd.config.errors import InvalidConfigError
+from ratelimitd.config.extract_rules import SOURCES
 from ratelimitd.config.loader import load_config
-from ratelimitd.core.extract import MAX_VALUE_CHARS, descriptors
+from ratelimitd.core.extract import MAX_VALUE_CHARS, READERS, descriptors
 from ratelimitd.model.messages import HttpAttributes
 from ratelimitd.model.rules import Domain
 
@@ -134,6 +135,10 @@ def test_a_hostile_header_gets_a_bounded_value_of_its_own(api: Domain) -> None:
     assert len(api_key(huge)) < MAX_VALUE_CHARS
     assert api_key(huge) != api_key(other)
     assert api_key("k" * MAX_VALUE_CHARS) == "k" * MAX_VALUE_CHARS
+
+
+def test_every_source_the_config_accepts_is_read_at_request_time() -> None:
+    assert set(READERS) == set(SOURCES)
 
 
 @given(

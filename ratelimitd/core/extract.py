@@ -22,7 +22,6 @@ from ratelimitd.model.rules import Domain, ExtractEntry
 
 MAX_VALUE_CHARS = 256
 MAX_TOKEN_CHARS = 16_384  # a bearer token longer than this is not decoded
-SOURCES = ("header", "path", "path_segments", "method", "source_address", "jwt_claim", "value")
 
 
 def descriptors(domain: Domain, request: HttpAttributes) -> tuple[Descriptor, ...]:
@@ -42,42 +41,13 @@ def descriptors(domain: Domain, request: HttpAttributes) -> tuple[Descriptor, ..
 
 def value_of(entry: ExtractEntry, request: HttpAttributes) -> str | None:
     """One entry's value from `request`, None when it has none."""
-    value = _SOURCES[entry.kind](entry, request)
+    value = READERS[entry.kind](entry, request)
     if not value:
         return None
     if len(value) > MAX_VALUE_CHARS:
         digest = hashlib.blake2b(value.encode("utf-8", "surrogatepass"), digest_size=16)
         return "#" + digest.hexdigest()
     return value
-
-
-def compile_path_template(template: str) -> re.Pattern[str]:
-    """`/v1/{tenant}/**` -> a pattern whose one group is the `{...}` segment: `*` matches one
-    segment, a final `**` any rest (or none). ValueError, saying why, if malformed."""
-    if not template.startswith("/"):
-        raise ValueError("a path template starts with '/'")
-    parts = template.split("/")[1:]
-    pieces = []
-    captures = 0
-    for i, part in enumerate(parts):
-        if part == "**":
-            if i != len(parts) - 1:
-                raise ValueError("'**' may only end a path template")
-            pieces.append("(?:/.*)?")
-            continue
-        if part.startswith("{") and part.endswith("}"):
-            captures += 1
-            piece = "([^/]+)"
-        elif part == "*":
-            piece = "[^/]+"
-        elif "{" in part or "}" in part or "*" in part:
-            raise ValueError(f"segment '{part}': '{{name}}', '*' and '**' stand alone")
-        else:
-            piece = re.escape(part)
-        pieces.append("/" + piece)
-    if captures != 1:
-        raise ValueError(f"a path template captures exactly one '{{name}}' segment, not {captures}")
-    return re.compile("".join(pieces))
 
 
 def _path(request: HttpAttributes) -> str:
@@ -153,7 +123,8 @@ def _value(entry: ExtractEntry, _: HttpAttributes) -> str | None:
     return str(entry.argument)
 
 
-_SOURCES: dict[str, Callable[[ExtractEntry, HttpAttributes], str | None]] = {
+# The request-time reader of each source config.extract_rules.SOURCES names.
+READERS: dict[str, Callable[[ExtractEntry, HttpAttributes], str | None]] = {
     "header": _header,
     "path": _path_template,
     "path_segments": _path_segments,
