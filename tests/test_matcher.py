@@ -55,129 +55,60 @@ PRECEDENCE = """
         rate_limit: {unit: second, requests_per_unit: 3, name: exact}
 """
 
+WILDCARDS_IN_FILE_ORDER = """
+    domain: d
+    descriptors:
+      - key: path
+        value: "/api/*"
+        rate_limit: {unit: second, requests_per_unit: 1, name: broad}
+      - key: path
+        value: "/api/v1/*"
+        rate_limit: {unit: second, requests_per_unit: 2, name: specific}
+      - key: host
+        value: "a*"
+        rate_limit: {unit: second, requests_per_unit: 3, name: short_first}
+      - key: host
+        value: "*"
+        rate_limit: {unit: second, requests_per_unit: 4, name: anything}
+"""
 
-def test_exact_beats_wildcard_beats_key_only(load: Load) -> None:
-    domain = load(PRECEDENCE)
-    assert name_of(domain, [("user", "bob")]) == "exact"
-    assert name_of(domain, [("user", "bobby")]) == "wildcard"
-    assert name_of(domain, [("user", "bo")]) == "wildcard"
-    assert name_of(domain, [("user", "alice")]) == "key_only"
+TRAILING_STAR = """
+    domain: d
+    descriptors:
+      - key: path
+        value: "/api.v1*"
+        rate_limit: {unit: second, requests_per_unit: 1, name: prefix}
+"""
 
+STAR_ALONE = """
+    domain: d
+    descriptors:
+      - key: client
+        value: "*"
+        rate_limit: {unit: second, requests_per_unit: 1, name: any}
+"""
 
-def test_match_returns_the_configured_rule(load: Load) -> None:
-    domain = load(PRECEDENCE)
-    found = match(domain.root, [("user", "bob")])
-    assert found is not None
-    rule = domain.root["user"].exact["bob"].rule
-    assert rule is not None
-    assert found == Match(rule, None)
-    assert found.rule is rule
-    assert found.rule.full_key == "d.user_bob"
-    assert found.rule.limit is not None
-    assert found.rule.limit.requests_per_unit == 3
+STARS_INSIDE = """
+    domain: d
+    descriptors:
+      - key: path
+        value: "/api/*/users"
+        rate_limit: {unit: second, requests_per_unit: 1, name: middle}
+      - key: path
+        value: "*.png"
+        rate_limit: {unit: second, requests_per_unit: 1, name: suffix}
+      - key: path
+        value: "/a*b*c"
+        rate_limit: {unit: second, requests_per_unit: 1, name: two_stars}
+"""
 
-
-def test_wildcards_are_tried_in_file_order(load: Load) -> None:
-    domain = load(
-        """
-        domain: d
-        descriptors:
-          - key: path
-            value: "/api/*"
-            rate_limit: {unit: second, requests_per_unit: 1, name: broad}
-          - key: path
-            value: "/api/v1/*"
-            rate_limit: {unit: second, requests_per_unit: 2, name: specific}
-          - key: host
-            value: "a*"
-            rate_limit: {unit: second, requests_per_unit: 3, name: short_first}
-          - key: host
-            value: "*"
-            rate_limit: {unit: second, requests_per_unit: 4, name: anything}
-        """
-    )
-    # The more specific wildcard comes later, so it never wins.
-    assert name_of(domain, [("path", "/api/v1/users")]) == "broad"
-    assert name_of(domain, [("path", "/api/v2")]) == "broad"
-    assert name_of(domain, [("host", "abc")]) == "short_first"
-    assert name_of(domain, [("host", "xyz")]) == "anything"
-
-
-def test_trailing_star_is_a_prefix_match(load: Load) -> None:
-    domain = load(
-        """
-        domain: d
-        descriptors:
-          - key: path
-            value: "/api.v1*"
-            rate_limit: {unit: second, requests_per_unit: 1, name: prefix}
-        """
-    )
-    assert name_of(domain, [("path", "/api.v1")]) == "prefix"
-    assert name_of(domain, [("path", "/api.v1/users/42")]) == "prefix"
-    # The dot is literal, and the prefix is anchored at the start.
-    assert name_of(domain, [("path", "/apixv1/users")]) is None
-    assert name_of(domain, [("path", "x/api.v1")]) is None
-    assert name_of(domain, [("path", "/api.v")]) is None
-
-
-def test_star_alone_matches_any_value(load: Load) -> None:
-    domain = load(
-        """
-        domain: d
-        descriptors:
-          - key: client
-            value: "*"
-            rate_limit: {unit: second, requests_per_unit: 1, name: any}
-        """
-    )
-    for value in ["a", "some client", "*", "", "/x/y"]:
-        assert name_of(domain, [("client", value)]) == "any", value
-    assert name_of(domain, [("other", "a")]) is None
-
-
-def test_star_in_the_middle_matches_any_run_of_characters(load: Load) -> None:
-    domain = load(
-        """
-        domain: d
-        descriptors:
-          - key: path
-            value: "/api/*/users"
-            rate_limit: {unit: second, requests_per_unit: 1, name: middle}
-          - key: path
-            value: "*.png"
-            rate_limit: {unit: second, requests_per_unit: 1, name: suffix}
-          - key: path
-            value: "/a*b*c"
-            rate_limit: {unit: second, requests_per_unit: 1, name: two_stars}
-        """
-    )
-    assert name_of(domain, [("path", "/api/v1/users")]) == "middle"
-    assert name_of(domain, [("path", "/api/v1/tenants/7/users")]) == "middle"
-    # The whole value must match, not just a part of it.
-    assert name_of(domain, [("path", "/api/v1/users/42")]) is None
-    assert name_of(domain, [("path", "x/api/v1/users")]) is None
-    assert name_of(domain, [("path", "/api/v1/groups")]) is None
-    assert name_of(domain, [("path", "logo.png")]) == "suffix"
-    assert name_of(domain, [("path", "logo.pngx")]) is None
-    assert name_of(domain, [("path", "/aXXbYYc")]) == "two_stars"
-    assert name_of(domain, [("path", "/aXXcYYb")]) is None
-
-
-def test_regex_characters_in_a_wildcard_are_literal(load: Load) -> None:
-    domain = load(
-        """
-        domain: d
-        descriptors:
-          - key: path
-            value: "/v1.0/*/(x)"
-            rate_limit: {unit: second, requests_per_unit: 1, name: literal}
-        """
-    )
-    assert name_of(domain, [("path", "/v1.0/abc/(x)")]) == "literal"
-    assert name_of(domain, [("path", "/v1x0/abc/(x)")]) is None
-    assert name_of(domain, [("path", "/v1.0/abc/x")]) is None
-
+REGEX_CHARACTERS = """
+    domain: d
+    descriptors:
+      - key: path
+        value: "/v1.0/*/(x)"
+        rate_limit: {unit: second, requests_per_unit: 1, name: literal}
+"""
 
 NESTED = """
     domain: d
@@ -204,116 +135,196 @@ NESTED = """
             rate_limit: {unit: second, requests_per_unit: 6, name: any_tenant_route_z}
 """
 
+KEY_ONLY_SIBLING = """
+    domain: d
+    descriptors:
+      - key: tenant
+        value: a
+        descriptors:
+          - key: route
+            value: x
+            rate_limit: {unit: second, requests_per_unit: 1, name: a_x}
+      - key: tenant
+        descriptors:
+          - key: route
+            value: z
+            rate_limit: {unit: second, requests_per_unit: 2, name: any_z}
+"""
 
-def test_the_limit_comes_from_the_last_entry_only(load: Load) -> None:
-    domain = load(NESTED)
-    assert name_of(domain, [("tenant", "a")]) == "tenant_a"
-    # Never the tenant node's rule once a deeper entry is given.
-    assert name_of(domain, [("tenant", "a"), ("route", "x")]) == "route_x"
-    assert name_of(domain, [("tenant", "a"), ("route", "other")]) == "route_any"
+WILDCARD_AND_KEY_ONLY = """
+    domain: d
+    descriptors:
+      - key: path
+        value: "/api/*"
+        descriptors:
+          - key: method
+            value: GET
+            rate_limit: {unit: second, requests_per_unit: 1, name: api_get}
+      - key: path
+        descriptors:
+          - key: method
+            value: POST
+            rate_limit: {unit: second, requests_per_unit: 2, name: any_post}
+"""
 
+EXEMPT_VALUES = """
+    domain: d
+    descriptors:
+      - key: client
+        rate_limit: {unit: second, requests_per_unit: 10, name: per_client}
+      - key: client
+        value: internal
+      - key: client
+        value: "health*"
+"""
 
-def test_an_intermediate_limit_is_ignored(load: Load) -> None:
-    domain = load(NESTED)
-    # route=y has no rule of its own: the tenant's rule above it does not apply.
-    assert name_of(domain, [("tenant", "a"), ("route", "y")]) is None
-    assert name_of(domain, [("tenant", "a"), ("route", "y"), ("method", "GET")]) == (
-        "method_under_y"
-    )
-
-
-def test_a_request_deeper_than_the_config_gets_no_limit(load: Load) -> None:
-    domain = load(NESTED)
-    assert name_of(domain, [("tenant", "a"), ("route", "x"), ("method", "GET")]) is None
-    assert name_of(domain, [("tenant", "b"), ("route", "z"), ("method", "GET")]) is None
-
-
-def test_an_unknown_key_at_any_level_gets_no_limit(load: Load) -> None:
-    domain = load(NESTED)
-    assert name_of(domain, [("user", "a")]) is None
-    assert name_of(domain, [("tenant", "a"), ("path", "x")]) is None
-    assert name_of(domain, [("tenant", "a"), ("route", "y"), ("verb", "GET")]) is None
-    # A known pair after an unknown one does not rescue the request.
-    assert name_of(domain, [("user", "a"), ("tenant", "a")]) is None
-
-
-def test_an_empty_descriptor_gets_no_limit(load: Load) -> None:
-    assert match(load(NESTED).root, []) is None
-
-
-def test_no_backtracking_to_the_key_only_sibling(load: Load) -> None:
-    domain = load(NESTED)
+# Config, descriptor entries, and the name of the rule they reach (None: no limit).
+MATCHES = [
+    # exact value, then wildcards, then the key-only node
+    pytest.param(PRECEDENCE, [("user", "bob")], "exact", id="exact-beats-wildcard"),
+    pytest.param(PRECEDENCE, [("user", "bobby")], "wildcard", id="wildcard-beats-key-only"),
+    pytest.param(PRECEDENCE, [("user", "bo")], "wildcard", id="wildcard-star-matches-nothing"),
+    pytest.param(PRECEDENCE, [("user", "alice")], "key_only", id="key-only-last"),
+    # wildcards are tried in file order: the more specific one comes later, so it never wins
+    pytest.param(
+        WILDCARDS_IN_FILE_ORDER,
+        [("path", "/api/v1/users")],
+        "broad",
+        id="file-order-earlier-broad-wildcard-wins",
+    ),
+    pytest.param(WILDCARDS_IN_FILE_ORDER, [("path", "/api/v2")], "broad", id="file-order-broad"),
+    pytest.param(
+        WILDCARDS_IN_FILE_ORDER, [("host", "abc")], "short_first", id="file-order-first-match"
+    ),
+    pytest.param(
+        WILDCARDS_IN_FILE_ORDER, [("host", "xyz")], "anything", id="file-order-later-match"
+    ),
+    # a trailing star is a prefix match; the dot is literal, and the prefix anchored at the start
+    pytest.param(TRAILING_STAR, [("path", "/api.v1")], "prefix", id="prefix-alone"),
+    pytest.param(TRAILING_STAR, [("path", "/api.v1/users/42")], "prefix", id="prefix-and-rest"),
+    pytest.param(TRAILING_STAR, [("path", "/apixv1/users")], None, id="prefix-dot-is-literal"),
+    pytest.param(TRAILING_STAR, [("path", "x/api.v1")], None, id="prefix-anchored-at-start"),
+    pytest.param(TRAILING_STAR, [("path", "/api.v")], None, id="prefix-too-short"),
+    # a star alone matches any value of its key
+    *[
+        pytest.param(STAR_ALONE, [("client", value)], "any", id=f"star-alone-matches-{what}")
+        for value, what in [
+            ("a", "a-letter"),
+            ("some client", "spaces"),
+            ("*", "a-star"),
+            ("", "empty"),
+            ("/x/y", "slashes"),
+        ]
+    ],
+    pytest.param(STAR_ALONE, [("other", "a")], None, id="star-alone-not-another-key"),
+    # a star inside a value matches any run of characters; the whole value must match
+    pytest.param(STARS_INSIDE, [("path", "/api/v1/users")], "middle", id="middle-star"),
+    pytest.param(
+        STARS_INSIDE, [("path", "/api/v1/tenants/7/users")], "middle", id="middle-star-slashes"
+    ),
+    pytest.param(STARS_INSIDE, [("path", "/api/v1/users/42")], None, id="middle-star-whole-value"),
+    pytest.param(STARS_INSIDE, [("path", "x/api/v1/users")], None, id="middle-star-anchored"),
+    pytest.param(STARS_INSIDE, [("path", "/api/v1/groups")], None, id="middle-star-other-end"),
+    pytest.param(STARS_INSIDE, [("path", "logo.png")], "suffix", id="leading-star"),
+    pytest.param(STARS_INSIDE, [("path", "logo.pngx")], None, id="leading-star-anchored-at-end"),
+    pytest.param(STARS_INSIDE, [("path", "/aXXbYYc")], "two_stars", id="two-stars"),
+    pytest.param(STARS_INSIDE, [("path", "/aXXcYYb")], None, id="two-stars-in-order"),
+    # regex characters in a wildcard are literal
+    pytest.param(REGEX_CHARACTERS, [("path", "/v1.0/abc/(x)")], "literal", id="regex-literal"),
+    pytest.param(REGEX_CHARACTERS, [("path", "/v1x0/abc/(x)")], None, id="regex-dot-literal"),
+    pytest.param(REGEX_CHARACTERS, [("path", "/v1.0/abc/x")], None, id="regex-parens-literal"),
+    # the limit comes from the node the last entry reaches, never the tenant's above it
+    pytest.param(NESTED, [("tenant", "a")], "tenant_a", id="last-entry-one"),
+    pytest.param(NESTED, [("tenant", "a"), ("route", "x")], "route_x", id="last-entry-exact"),
+    pytest.param(
+        NESTED, [("tenant", "a"), ("route", "other")], "route_any", id="last-entry-key-only"
+    ),
+    # route=y has no rule of its own: the tenant's rule above it does not apply
+    pytest.param(NESTED, [("tenant", "a"), ("route", "y")], None, id="intermediate-limit-ignored"),
+    pytest.param(
+        NESTED,
+        [("tenant", "a"), ("route", "y"), ("method", "GET")],
+        "method_under_y",
+        id="below-an-intermediate-node",
+    ),
+    # a request deeper than the config gets no limit
+    pytest.param(
+        NESTED, [("tenant", "a"), ("route", "x"), ("method", "GET")], None, id="deeper-exact"
+    ),
+    pytest.param(
+        NESTED, [("tenant", "b"), ("route", "z"), ("method", "GET")], None, id="deeper-key-only"
+    ),
+    # an unknown key at any level gets no limit
+    pytest.param(NESTED, [("user", "a")], None, id="unknown-key-first"),
+    pytest.param(NESTED, [("tenant", "a"), ("path", "x")], None, id="unknown-key-second"),
+    pytest.param(
+        NESTED, [("tenant", "a"), ("route", "y"), ("verb", "GET")], None, id="unknown-key-third"
+    ),
+    # a known pair after an unknown one does not rescue the request
+    pytest.param(NESTED, [("user", "a"), ("tenant", "a")], None, id="unknown-key-then-known"),
+    pytest.param(NESTED, [], None, id="empty-descriptor"),
     # tenant=a exists but has no route=z child; the key-only tenant node does have one, yet
-    # the walk does not go back to try it.
-    assert name_of(domain, [("tenant", "a"), ("route", "z")]) == "route_any"
-    assert name_of(domain, [("tenant", "b"), ("route", "z")]) == "any_tenant_route_z"
-
-    strict = load(
-        """
-        domain: d
-        descriptors:
-          - key: tenant
-            value: a
-            descriptors:
-              - key: route
-                value: x
-                rate_limit: {unit: second, requests_per_unit: 1, name: a_x}
-          - key: tenant
-            descriptors:
-              - key: route
-                value: z
-                rate_limit: {unit: second, requests_per_unit: 2, name: any_z}
-        """
-    )
-    assert name_of(strict, [("tenant", "a"), ("route", "z")]) is None
-    assert name_of(strict, [("tenant", "b"), ("route", "z")]) == "any_z"
-
-
-def test_no_backtracking_from_a_wildcard_either(load: Load) -> None:
-    domain = load(
-        """
-        domain: d
-        descriptors:
-          - key: path
-            value: "/api/*"
-            descriptors:
-              - key: method
-                value: GET
-                rate_limit: {unit: second, requests_per_unit: 1, name: api_get}
-          - key: path
-            descriptors:
-              - key: method
-                value: POST
-                rate_limit: {unit: second, requests_per_unit: 2, name: any_post}
-        """
-    )
-    assert name_of(domain, [("path", "/api/x"), ("method", "GET")]) == "api_get"
-    assert name_of(domain, [("path", "/api/x"), ("method", "POST")]) is None
-    assert name_of(domain, [("path", "/other"), ("method", "POST")]) == "any_post"
+    # the walk does not go back to try it
+    pytest.param(
+        NESTED, [("tenant", "a"), ("route", "z")], "route_any", id="no-backtracking-nested"
+    ),
+    pytest.param(
+        NESTED,
+        [("tenant", "b"), ("route", "z")],
+        "any_tenant_route_z",
+        id="key-only-child-for-others",
+    ),
+    pytest.param(
+        KEY_ONLY_SIBLING, [("tenant", "a"), ("route", "z")], None, id="no-backtracking-to-sibling"
+    ),
+    pytest.param(
+        KEY_ONLY_SIBLING, [("tenant", "b"), ("route", "z")], "any_z", id="key-only-sibling-others"
+    ),
+    pytest.param(
+        WILDCARD_AND_KEY_ONLY,
+        [("path", "/api/x"), ("method", "GET")],
+        "api_get",
+        id="below-a-wildcard",
+    ),
+    pytest.param(
+        WILDCARD_AND_KEY_ONLY,
+        [("path", "/api/x"), ("method", "POST")],
+        None,
+        id="no-backtracking-from-a-wildcard",
+    ),
+    pytest.param(
+        WILDCARD_AND_KEY_ONLY,
+        [("path", "/other"), ("method", "POST")],
+        "any_post",
+        id="key-only-beside-a-wildcard",
+    ),
+    # a value without limit or children exempts that value
+    pytest.param(EXEMPT_VALUES, [("client", "someone")], "per_client", id="exempt-others-limited"),
+    pytest.param(EXEMPT_VALUES, [("client", "internal")], None, id="exempt-exact-value"),
+    pytest.param(EXEMPT_VALUES, [("client", "healthcheck")], None, id="exempt-wildcard-value"),
+    # entry order matters (in config order, see last-entry-exact)
+    pytest.param(NESTED, [("route", "x"), ("tenant", "a")], None, id="entry-order-swapped"),
+]
 
 
-def test_a_value_without_limit_or_children_exempts_that_value(load: Load) -> None:
-    domain = load(
-        """
-        domain: d
-        descriptors:
-          - key: client
-            rate_limit: {unit: second, requests_per_unit: 10, name: per_client}
-          - key: client
-            value: internal
-          - key: client
-            value: "health*"
-        """
-    )
-    assert name_of(domain, [("client", "someone")]) == "per_client"
-    assert name_of(domain, [("client", "internal")]) is None
-    assert name_of(domain, [("client", "healthcheck")]) is None
+@pytest.mark.parametrize(("config", "entries", "expected"), MATCHES)
+def test_entries_reach_the_rule(
+    load: Load, config: str, entries: Entries, expected: str | None
+) -> None:
+    assert name_of(load(config), entries) == expected
 
 
-def test_entry_order_matters(load: Load) -> None:
-    domain = load(NESTED)
-    assert name_of(domain, [("tenant", "a"), ("route", "x")]) == "route_x"
-    assert name_of(domain, [("route", "x"), ("tenant", "a")]) is None
+def test_match_returns_the_configured_rule(load: Load) -> None:
+    domain = load(PRECEDENCE)
+    found = match(domain.root, [("user", "bob")])
+    assert found is not None
+    rule = domain.root["user"].exact["bob"].rule
+    assert rule is not None
+    assert found == Match(rule, None)
+    assert found.rule is rule
+    assert found.rule.full_key == "d.user_bob"
+    assert found.rule.limit is not None
+    assert found.rule.limit.requests_per_unit == 3
 
 
 def test_share_threshold_reports_the_pattern_at_its_position(load: Load) -> None:
