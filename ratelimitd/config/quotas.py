@@ -42,7 +42,8 @@ def tenant_specs(nodes: NodeReader, node: yaml.Node | None) -> list[plans.Tenant
         if not name:
             nodes.error(key_node, "a tenant name must be a non-empty string")
             continue
-        source = nodes.source(key_node)
+        # Not nodes.source(): this runs once per tenant of a generated list.
+        source = Source(nodes.file, key_node.start_mark.line + 1)
         if isinstance(value_node, yaml.ScalarNode):  # `<name>: <plan>`, the usual form
             plan, plan_source, overrides = nodes.string(value_node, "plan"), source, {}
         else:
