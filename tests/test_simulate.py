@@ -17,21 +17,17 @@ from ratelimitd.cli import main
 from ratelimitd.config.loader import load_config
 from ratelimitd.model.messages import Descriptor, Request
 from ratelimitd.model.rules import Config, Unit
-from ratelimitd.tools.simulate import (
+from ratelimitd.tools.simulate.bins import auto_bin_us, binned
+from ratelimitd.tools.simulate.replay import START_US, Report, RuleStats, simulate
+from ratelimitd.tools.simulate.report import format_report
+from ratelimitd.tools.simulate.traffic import (
     MAX_REQUESTS,
-    START_US,
     Arrival,
     Event,
-    Report,
-    RuleStats,
     SimulateError,
-    auto_bin_us,
-    binned,
-    format_report,
     parse_descriptor,
     parse_pattern,
     parse_traffic,
-    simulate,
 )
 
 ACME = Request("sim", (Descriptor((("tenant", "acme"),)),))
@@ -597,7 +593,7 @@ def test_command_plot_with_a_bin_and_without_rules(
 def test_command_plot_without_matplotlib(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setitem(sys.modules, "ratelimitd.tools.simulate_plot", None)  # import fails
+    monkeypatch.setitem(sys.modules, "ratelimitd.tools.simulate.plot", None)  # import fails
     code, out, err = run(burst_args(tmp_path, "--plot", str(tmp_path / "x.png")), capsys)
     assert (code, out) == (2, "")  # refused before replaying anything
     assert "--plot needs matplotlib" in err
@@ -628,7 +624,7 @@ def test_the_command_loads_no_protobuf_or_transport_module() -> None:
         "google.protobuf",
     )
     code = (
-        "import sys, ratelimitd.cli, ratelimitd.tools.simulate, ratelimitd.tools.simulate_plot\n"
+        "import sys, ratelimitd.cli, ratelimitd.tools.simulate, ratelimitd.tools.simulate.plot\n"
         f"forbidden = {forbidden!r}\n"
         "loaded = [m for m in sys.modules for f in forbidden if m == f or m.startswith(f + '.')]\n"
         "assert not loaded, loaded\n"

@@ -10,7 +10,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from ratelimitd.core.headers import US_PER_S
-from ratelimitd.tools.simulate import Report, binned, label, limit_text
+from ratelimitd.tools.simulate.bins import binned
+from ratelimitd.tools.simulate.replay import Report
+from ratelimitd.tools.simulate.report import label, limit_text
 
 _PANEL_HEIGHT_IN = 2.4
 _WIDTH_IN = 10.0
