@@ -6,11 +6,19 @@ from __future__ import annotations
 import argparse
 import enum
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
 
 from ratelimitd.algorithms import ALGORITHMS
+from ratelimitd.app.flags import (
+    FlagDeclarer,
+    choice,
+    count,
+    key_prefix,
+    one_of,
+    positive_seconds,
+    ratio,
+)
 from ratelimitd.core.engine import DEFAULT_NEAR_LIMIT_RATIO
 from ratelimitd.core.headers import HeaderMode
 from ratelimitd.core.keys import DEFAULT_PREFIX
@@ -39,9 +47,6 @@ class Transport(enum.Enum):
 
     GRPC = "grpc"  # grpc.aio in this process
     ASGI = "asgi"  # an ASGI app hosted by Envoy itself (pyvoy)
-
-
-E = TypeVar("E", bound=enum.Enum)
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,66 +126,6 @@ def env_name(flag: str) -> str:
     return ENV_PREFIX + flag.lstrip("-").replace("-", "_").upper()
 
 
-def _choice(kind: type[E]) -> Callable[[str], E]:
-    def parse(text: str) -> E:
-        try:
-            return kind(text.lower())
-        except ValueError:
-            options = ", ".join(str(m.value) for m in kind)
-            raise argparse.ArgumentTypeError(f"'{text}' is not one of {options}") from None
-
-    parse.__name__ = kind.__name__
-    return parse
-
-
-def _one_of(*options: str) -> Callable[[str], str]:
-    def parse(text: str) -> str:
-        if text.lower() not in options:
-            raise argparse.ArgumentTypeError(f"'{text}' is not one of {', '.join(options)}")
-        return text.lower()
-
-    return parse
-
-
-def _ratio(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a number from 0 to 1")
-    return value
-
-
-def _boolean(text: str) -> bool:
-    if text.lower() in ("1", "true", "yes", "on"):
-        return True
-    if text.lower() in ("0", "false", "no", "off", ""):
-        return False
-    raise argparse.ArgumentTypeError(f"'{text}' is not true or false")
-
-
-def _count(minimum: int, maximum: int | None = None) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        if not text.isdigit() or int(text) < minimum:
-            raise argparse.ArgumentTypeError(f"'{text}' is not a whole number >= {minimum}")
-        if maximum is not None and int(text) > maximum:
-            raise argparse.ArgumentTypeError(f"'{text}' is above the maximum, {maximum}")
-        return int(text)
-
-    return parse
-
-
-def _positive_seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a positive number of seconds")
-    return value
-
-
 def _address(text: str) -> str:
     try:
         split_address(text)
@@ -189,180 +134,138 @@ def _address(text: str) -> str:
     return text
 
 
-def _key_prefix(text: str) -> str:
-    if "{" in text or "}" in text:
-        raise argparse.ArgumentTypeError(f"'{text}': a key prefix cannot contain '{{' or '}}'")
-    return text
-
-
-def add_serve_arguments(parser: argparse.ArgumentParser, environ: Mapping[str, str]) -> list[str]:
-    """Declare the flags of `serve`, with defaults from the environment where set; return the
-    environment variables they read."""
-    defaults = Settings(config=())
-    variables = [env_name("--config")]
-
-    def option(
-        flag: str, help_text: str, default: Any, shown: str | None = None, **kwargs: Any
-    ) -> None:
-        env = env_name(flag)
-        variables.append(env)
-        value = environ.get(env, default)
-        shown = shown or getattr(default, "value", default)
-        parser.add_argument(
-            flag, default=value, help=f"{help_text} [env {env}; default {shown}]", **kwargs
-        )
-
-    parser.add_argument(
-        "--config",
-        action="append",
-        metavar="PATH",
-        help="config file or directory; repeatable "
-        f"[env {env_name('--config')}, paths separated by '{os.pathsep}']",
+def _listen_flags(flags: FlagDeclarer) -> None:
+    flags.option("--grpc-addr", "gRPC listen address", metavar="HOST:PORT", type=_address)
+    flags.option(
+        "--http-addr", "HTTP listen address (/healthcheck)", metavar="HOST:PORT", type=_address
     )
-    option(
-        "--grpc-addr", "gRPC listen address", defaults.grpc_addr, metavar="HOST:PORT", type=_address
-    )
-    option(
-        "--http-addr",
-        "HTTP listen address (/healthcheck)",
-        defaults.http_addr,
-        metavar="HOST:PORT",
-        type=_address,
-    )
-    option(
+
+
+def _store_flags(flags: FlagDeclarer) -> None:
+    flags.option(
         "--redis-url",
         "redis://[user:password@]host:port/db (rediss:// for TLS), "
         "redis+sentinel://[password@]host:port[,host:port]/master, "
         "redis+cluster://host:port[,host:port]; unset: in-memory store",
-        None,
         metavar="URL",
     )
-    option(
-        "--redis-timeout", "seconds per Redis call", defaults.redis_timeout, type=_positive_seconds
-    )
-    option(
+    flags.option("--redis-timeout", "seconds per Redis call", type=positive_seconds)
+
+
+def _answer_flags(flags: FlagDeclarer) -> None:
+    flags.option(
         "--response-headers",
         "rate limit headers besides Retry-After: xratelimit, ietf, legacy or none",
-        defaults.response_headers,
-        type=_choice(HeaderMode),
+        type=choice(HeaderMode),
     )
-    option(
+    flags.option(
         "--over-limit-body",
         "body of OVER_LIMIT answers: none or problem-json",
-        defaults.over_limit_body,
-        type=_choice(BodyMode),
+        type=choice(BodyMode),
     )
-    option(
+    flags.option(
         "--failure-mode",
         "answer of rules without failure_mode when the store fails: allow, deny, or "
         "unavailable (gRPC UNAVAILABLE: Envoy's failure_mode_deny decides)",
-        defaults.failure_mode,
-        type=_choice(FailureMode),
+        type=choice(FailureMode),
     )
-    option("--tls-cert", "PEM certificate (chain) for gRPC over TLS", None, metavar="PATH")
-    option("--tls-key", "PEM private key of --tls-cert", None, metavar="PATH")
-    option(
+
+
+def _tls_flags(flags: FlagDeclarer) -> None:
+    flags.option("--tls-cert", "PEM certificate (chain) for gRPC over TLS", metavar="PATH")
+    flags.option("--tls-key", "PEM private key of --tls-cert", metavar="PATH")
+    flags.option(
         "--tls-client-ca",
         "PEM CA bundle: require client certificates signed by it (mTLS)",
-        None,
         metavar="PATH",
     )
-    option(
+
+
+def _breaker_flags(flags: FlagDeclarer) -> None:
+    flags.option(
         "--breaker-threshold",
         "consecutive store failures that open the circuit (answers at once by failure mode)",
-        defaults.breaker_threshold,
-        type=_count(1),
+        type=count(1),
     )
-    option(
+    flags.option(
         "--breaker-cooldown",
         "seconds the circuit stays open before one probe request tries the store again",
-        defaults.breaker_cooldown,
-        type=_positive_seconds,
+        type=positive_seconds,
     )
-    option(
+
+
+def _limit_flags(flags: FlagDeclarer) -> None:
+    flags.option(
         "--default-algorithm",
         "algorithm of rules that name none (a file's `defaults:` wins)",
-        defaults.default_algorithm,
-        type=_one_of(*sorted(ALGORITHMS)),
+        type=one_of(*sorted(ALGORITHMS)),
     )
-    shadow_env = env_name("--shadow-mode")
-    variables.append(shadow_env)
-    try:
-        shadow_default = _boolean(environ.get(shadow_env, ""))
-    except argparse.ArgumentTypeError as exc:
-        parser.error(f"{shadow_env}: {exc}")
-    parser.add_argument(
-        "--shadow-mode",
-        action=argparse.BooleanOptionalAction,
-        default=shadow_default,
-        help="evaluate and count every limit but answer OK [env "
-        f"{shadow_env}=true|false; default false]",
-    )
-    option(
+    flags.switch("--shadow-mode", "evaluate and count every limit but answer OK")
+    flags.option(
         "--near-limit-ratio",
         "a limit is near once this share of it is used (for metrics)",
-        defaults.near_limit_ratio,
-        type=_ratio,
+        type=ratio,
     )
-    option("--key-prefix", "prefix of every store key", defaults.key_prefix, type=_key_prefix)
-    option(
+    flags.option("--key-prefix", "prefix of every store key", type=key_prefix)
+
+
+def _process_flags(flags: FlagDeclarer) -> None:
+    flags.option(
         "--drain-timeout",
         "seconds in-flight calls get to finish on shutdown",
-        defaults.drain_timeout,
-        type=_positive_seconds,
+        type=positive_seconds,
     )
-    option(
+    flags.option(
         "--config-poll-interval",
         "seconds between checks of the config files for changes (which are then reloaded)",
-        defaults.config_poll_interval,
-        type=_positive_seconds,
+        type=positive_seconds,
     )
-    option(
+    flags.option(
         "--transport",
         "grpc (grpc.aio) or asgi (an ASGI app inside Envoy, via pyvoy)",
-        defaults.transport,
-        type=_choice(Transport),
+        type=choice(Transport),
     )
-    option(
+    flags.option(
         "--workers",
         "processes sharing the ports",
-        None,
         shown="one per CPU with Redis, 1 with the in-memory store",
-        type=_count(1),
+        type=count(1),
     )
-    option(
+    flags.option(
         "--max-streams-per-connection",
         "concurrent calls a client may have on one HTTP/2 connection: under load, Envoy then "
         "opens more connections, which the workers share",
-        None,
         shown="the server's own (Envoy's 1024, grpc's none)",
         metavar="N",
-        type=_count(1, MAX_STREAMS_PER_CONNECTION),
+        type=count(1, MAX_STREAMS_PER_CONNECTION),
     )
-    option(
+
+
+def _memory_flags(flags: FlagDeclarer) -> None:
+    # --authz-domain sits between the two memory bounds: --help has always listed it there.
+    flags.option(
         "--local-cache-size",
         "over-limit keys remembered per process, answered without Redis (0: off)",
-        defaults.local_cache_size,
-        type=_count(0),
+        type=count(0),
     )
-    option(
+    flags.option(
         "--authz-domain",
         "domain of ext_authz Check calls whose context_extensions name none",
-        None,
         shown="none: such calls are answered OK",
         metavar="DOMAIN",
     )
-    option(
+    flags.option(
         "--memory-max-keys",
         "counters the in-memory store keeps at most (then drops the one due to expire first)",
-        defaults.memory_max_keys,
-        type=_count(1),
+        type=count(1),
     )
-    option(
+
+
+def _request_bound_flags(flags: FlagDeclarer) -> None:
+    flags.option(
         "--max-request-bytes",
         "largest serialized RateLimitRequest taken (larger: RESOURCE_EXHAUSTED)",
-        defaults.max_request_bytes,
-        type=_count(1),
+        type=count(1),
     )
     for flag, what in (
         ("--max-descriptors", "descriptors per request"),
@@ -370,19 +273,53 @@ def add_serve_arguments(parser: argparse.ArgumentParser, environ: Mapping[str, s
         ("--max-key-length", "characters of an entry key or a domain"),
         ("--max-value-length", "characters of an entry value"),
     ):
-        default = getattr(defaults, flag[2:].replace("-", "_"))
-        option(flag, f"most {what} taken (more: INVALID_ARGUMENT)", default, type=_count(1))
-    levels = ("debug", "info", "warning", "error")
-    option("--log-level", "log level", defaults.log_level, type=_one_of(*levels))
-    option("--log-format", "json or console", defaults.log_format, type=_one_of("json", "console"))
-    option(
+        flags.option(flag, f"most {what} taken (more: INVALID_ARGUMENT)", type=count(1))
+
+
+def _output_flags(flags: FlagDeclarer) -> None:
+    flags.option("--log-level", "log level", type=one_of("debug", "info", "warning", "error"))
+    flags.option("--log-format", "json or console", type=one_of("json", "console"))
+    flags.option(
         "--tracing",
         "OpenTelemetry spans: off, otlp (to OTEL_EXPORTER_OTLP_ENDPOINT) or console (stdout); "
         "needs the otel extra",
-        defaults.tracing,
-        type=_choice(Exporter),
+        type=choice(Exporter),
     )
-    return variables
+
+
+# In the order --help lists them.
+_FLAG_GROUPS = (
+    _listen_flags,
+    _store_flags,
+    _answer_flags,
+    _tls_flags,
+    _breaker_flags,
+    _limit_flags,
+    _process_flags,
+    _memory_flags,
+    _request_bound_flags,
+    _output_flags,
+)
+
+
+def add_serve_arguments(parser: argparse.ArgumentParser, environ: Mapping[str, str]) -> list[str]:
+    """Declare the flags of `serve`, with defaults from the environment where set; return the
+    environment variables they read."""
+    parser.add_argument(
+        "--config",
+        action="append",
+        metavar="PATH",
+        help="config file or directory; repeatable "
+        f"[env {env_name('--config')}, paths separated by '{os.pathsep}']",
+    )
+    flags = FlagDeclarer(parser, environ, Settings(config=()), env_name)
+    for group in _FLAG_GROUPS:
+        group(flags)
+    return [env_name("--config"), *flags.variables]
+
+
+# Optional text settings whose empty value (RATELIMITD_REDIS_URL="", say) means unset.
+_EMPTY_MEANS_UNSET = ("redis_url", "tls_cert", "tls_key", "tls_client_ca", "authz_domain")
 
 
 def settings_from(args: argparse.Namespace, environ: Mapping[str, str]) -> Settings:
@@ -390,41 +327,10 @@ def settings_from(args: argparse.Namespace, environ: Mapping[str, str]) -> Setti
     config: Sequence[str] = args.config or [
         p for p in environ.get(env_name("--config"), "").split(os.pathsep) if p
     ]
-    return Settings(
-        config=tuple(config),
-        grpc_addr=args.grpc_addr,
-        http_addr=args.http_addr,
-        redis_url=args.redis_url or None,
-        redis_timeout=args.redis_timeout,
-        response_headers=args.response_headers,
-        over_limit_body=args.over_limit_body,
-        failure_mode=args.failure_mode,
-        tls_cert=args.tls_cert or None,
-        tls_key=args.tls_key or None,
-        tls_client_ca=args.tls_client_ca or None,
-        breaker_threshold=args.breaker_threshold,
-        breaker_cooldown=args.breaker_cooldown,
-        default_algorithm=args.default_algorithm,
-        shadow_mode=args.shadow_mode,
-        near_limit_ratio=args.near_limit_ratio,
-        key_prefix=args.key_prefix,
-        drain_timeout=args.drain_timeout,
-        config_poll_interval=args.config_poll_interval,
-        log_level=args.log_level,
-        log_format=args.log_format,
-        tracing=args.tracing,
-        transport=args.transport,
-        workers=args.workers,
-        local_cache_size=args.local_cache_size,
-        memory_max_keys=args.memory_max_keys,
-        authz_domain=args.authz_domain or None,
-        max_request_bytes=args.max_request_bytes,
-        max_descriptors=args.max_descriptors,
-        max_entries=args.max_entries,
-        max_key_length=args.max_key_length,
-        max_value_length=args.max_value_length,
-        max_streams_per_connection=args.max_streams_per_connection,
-    )
+    # Each field has the flag of its name (config, completed above, is replaced).
+    values = {name: getattr(args, name) for name in Settings.__dataclass_fields__}
+    values.update((name, values[name] or None) for name in _EMPTY_MEANS_UNSET)
+    return Settings(**{**values, "config": tuple(config)})
 
 
 def settings_from_environment(environ: Mapping[str, str]) -> Settings:
