@@ -7,7 +7,6 @@ from ratelimitd.algorithms.base import Algorithm, Evaluation, Hit, Outcome
 from ratelimitd.algorithms.fixed_window import FIXED_WINDOW
 from ratelimitd.algorithms.gcra import GCRA
 from ratelimitd.algorithms.request import (
-    Settled,
     evaluate_hits,
     keeps_charge,
     probes,
@@ -29,7 +28,6 @@ __all__ = [
     "Evaluation",
     "Hit",
     "Outcome",
-    "Settled",
     "evaluate_hits",
     "keeps_charge",
     "probes",

@@ -21,29 +21,22 @@ The rules:
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import NamedTuple
 
 from ratelimitd.algorithms.base import Algorithm, Evaluation, Hit, Outcome, State
 
 
-class Settled(NamedTuple):
-    """A request's answer: one outcome per hit, and whether the request was rejected."""
-
-    outcomes: list[Outcome]
-    rejected: bool
-
-
 def settle(
     hits: Sequence[Hit],
-    tentative: Sequence[Outcome],
+    tentative: list[Outcome],
     untouched: Callable[[int], Outcome | Evaluation],
-) -> Settled:
+) -> tuple[list[Outcome], bool]:
     """The answer to a request whose hits were each evaluated as if it would be admitted
-    (`tentative`, one per hit in request order). `untouched(i)` reads hit i's counter at cost
-    0 as the request found it; it is asked only for a rejected request's hits without
+    (`tentative`, one per hit in request order): one outcome per hit (`tentative` itself when
+    admitted), and whether the request is rejected. `untouched(i)` reads hit i's counter at
+    cost 0 as the request found it; it is asked only for a rejected request's hits without
     overdraft. Tentative outcomes already settled this way settle to themselves."""
     if not rejects(hits, tentative):
-        return Settled(list(tentative), False)
+        return tentative, False
     outcomes = []
     for i, (hit, outcome) in enumerate(zip(hits, tentative, strict=True)):
         if keeps_charge(hit, rejected=True):
@@ -53,13 +46,14 @@ def settle(
         peek = untouched(i)
         reset_us = peek.reset_us if outcome.admitted else outcome.reset_us
         outcomes.append(Outcome(outcome.admitted, peek.remaining, reset_us))
-    return Settled(outcomes, True)
+    return outcomes, True
 
 
 def rejects(hits: Sequence[Hit], tentative: Sequence[Outcome]) -> bool:
     """Whether a non-shadow hit of the request was not admitted."""
-    # A loop, not any() over a generator: this runs for every request, and is faster so.
-    for hit, outcome in zip(hits, tentative, strict=True):
+    # A loop, not any() over a generator, and strict=False (one outcome per hit by
+    # construction): this runs for every request.
+    for hit, outcome in zip(hits, tentative, strict=False):
         if not outcome.admitted and not hit.shadow:
             return True
     return False
