@@ -6,13 +6,7 @@ their answer, whatever the algorithms, is algorithms.request."""
 from ratelimitd.algorithms.base import Algorithm, Evaluation, Hit, Outcome
 from ratelimitd.algorithms.fixed_window import FIXED_WINDOW
 from ratelimitd.algorithms.gcra import GCRA
-from ratelimitd.algorithms.request import (
-    evaluate_hits,
-    keeps_charge,
-    probes,
-    rejects,
-    settle,
-)
+from ratelimitd.algorithms.request import evaluate_hits, keeps_charge, probes, rejects, settle
 from ratelimitd.algorithms.sliding_window import SLIDING_WINDOW
 from ratelimitd.algorithms.token_bucket import TOKEN_BUCKET
 from ratelimitd.model.rules import DEFAULT_ALGORITHM
