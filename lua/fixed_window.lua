@@ -5,13 +5,13 @@ algorithms.fixed_window = function(state, now, cost, allowed, unit_us, _, overdr
   local until_end = start + unit_us - now
   local count = 0
   if state then
-    local w, c = string.match(state, '^(%S+) (%S+)$')
-    if tonumber(w) == start then count = tonumber(c) end
+    local window, stored = decode_state(state)
+    if window == start then count = stored end
   end
   if count + math.max(cost, 1) > allowed then
     if cost > 0 and overdraft > 0 then
       count = math.min(count + cost, allowed + overdraft)
-      return false, string.format('%.17g %.17g', start, count), 0, until_end, until_end
+      return false, encode_state(start, count), 0, until_end, until_end
     end
     return false, nil, math.max(0, allowed - count), until_end, 0
   end
@@ -19,7 +19,7 @@ algorithms.fixed_window = function(state, now, cost, allowed, unit_us, _, overdr
     return true, nil, allowed - count, until_end, 0
   end
   count = count + cost
-  return true, string.format('%.17g %.17g', start, count), allowed - count, until_end, until_end
+  return true, encode_state(start, count), allowed - count, until_end, until_end
 end
 
 -- The inverse of an admitted hit, for lua/refund.lua: the count goes down if the hit's window
@@ -30,9 +30,9 @@ end
 refunds.fixed_window = function(state, now, cost, _, unit_us, _, reset_us)
   local start = now - (now % unit_us)
   local until_end = start + unit_us - now
-  local w, c = string.match(state, '^(%S+) (%S+)$')
-  if reset_us < until_end or tonumber(w) ~= start then return state, 0 end
-  local count = tonumber(c) - cost
+  local window, count = decode_state(state)
+  if reset_us < until_end or window ~= start then return state, 0 end
+  count = count - cost
   if count <= 0 then return nil, 0 end
-  return string.format('%.17g %.17g', start, count), until_end
+  return encode_state(start, count), until_end
 end

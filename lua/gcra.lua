@@ -9,7 +9,7 @@ algorithms.gcra = function(state, now, cost, rate, unit_us, burst, overdraft)
   local interval = emission_interval(unit_us, rate)
   local tolerance = burst * interval
   local tat = now
-  if state then tat = math.max(tonumber(state), now) end
+  if state then tat = math.max(decode_state(state), now) end
   if cost == 0 then
     if tat + interval - now <= tolerance then
       return true, nil, math.floor((tolerance - (tat - now)) / interval), tat - now, 0
@@ -20,13 +20,12 @@ algorithms.gcra = function(state, now, cost, rate, unit_us, burst, overdraft)
     local new_tat = tat + cost * interval
     if new_tat - now <= tolerance then
       local remaining = math.floor((tolerance - (new_tat - now)) / interval)
-      return true, string.format('%.17g', new_tat), remaining, new_tat - now, new_tat - now
+      return true, encode_state(new_tat), remaining, new_tat - now, new_tat - now
     end
   end
   if overdraft > 0 then
     local new_tat = math.min(tat + cost * interval, now + tolerance + overdraft * interval)
-    return false, string.format('%.17g', new_tat), 0, new_tat + interval - now - tolerance,
-      new_tat - now
+    return false, encode_state(new_tat), 0, new_tat + interval - now - tolerance, new_tat - now
   end
   local need = math.min(cost, burst)
   local wait = math.max(0, tat + need * interval - now - tolerance)
@@ -37,7 +36,7 @@ end
 -- intervals, but not before now. Returns the new state (nil: idle, as if never touched) and
 -- its ttl us.
 refunds.gcra = function(state, now, cost, rate, unit_us)
-  local tat = tonumber(state) - cost * emission_interval(unit_us, rate)
+  local tat = decode_state(state) - cost * emission_interval(unit_us, rate)
   if tat <= now then return nil, 0 end
-  return string.format('%.17g', tat), tat - now
+  return encode_state(tat), tat - now
 end

@@ -1,7 +1,7 @@
 -- Evaluates a batch of requests, in order, each one all-or-nothing: the same steps as
--- evaluate_hits() in ratelimitd/algorithms/base.py, applied to one request after another so
--- that each request sees what the ones before it committed. The algorithm files are loaded
--- before this one and fill the `algorithms` table.
+-- evaluate_hits() and settle() in ratelimitd/algorithms/request.py (which state the rules),
+-- applied to one request after another so that each request sees what the ones before it
+-- committed. The algorithm files are loaded before this one and fill the `algorithms` table.
 --
 -- KEYS: the counter key of every hit of every request, in order (a key may repeat).
 -- ARGV[1]: the current time in microseconds for tests, or "" (lua/clock.lua sets `now`).

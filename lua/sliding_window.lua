@@ -17,12 +17,11 @@ algorithms.sliding_window = function(state, now, cost, allowed, unit_us, _, over
   local until_end = start + unit_us - now
   local previous, current = 0, 0
   if state then
-    local w, p, c = string.match(state, '^(%S+) (%S+) (%S+)$')
-    w = tonumber(w)
-    if w == start then
-      previous, current = tonumber(p), tonumber(c)
-    elseif w == start - unit_us then
-      previous = tonumber(c)
+    local window, stored_previous, stored_current = decode_state(state)
+    if window == start then
+      previous, current = stored_previous, stored_current
+    elseif window == start - unit_us then
+      previous = stored_current
     end
   end
   local weight = until_end / unit_us
@@ -30,7 +29,7 @@ algorithms.sliding_window = function(state, now, cost, allowed, unit_us, _, over
   if estimate + math.max(cost, 1) > allowed then
     if cost > 0 and overdraft > 0 then
       current = math.min(current + cost, allowed + overdraft)
-      return false, string.format('%.17g %.17g %.17g', start, previous, current), 0,
+      return false, encode_state(start, previous, current), 0,
         sliding_wait_us(previous, current, 1, allowed, until_end, unit_us), until_end + unit_us
     end
     local remaining = math.max(0, math.floor(allowed - estimate))
@@ -42,8 +41,7 @@ algorithms.sliding_window = function(state, now, cost, allowed, unit_us, _, over
   end
   current = current + cost
   local remaining = math.max(0, math.floor(allowed - (previous * weight + current)))
-  return true, string.format('%.17g %.17g %.17g', start, previous, current), remaining, until_end,
-    until_end + unit_us
+  return true, encode_state(start, previous, current), remaining, until_end, until_end + unit_us
 end
 
 -- The inverse of an admitted hit, for lua/refund.lua: the counter the hit went into goes
@@ -56,8 +54,7 @@ refunds.sliding_window = function(state, now, cost, _, unit_us, _, reset_us)
   local until_end = start + unit_us - now
   local hit_window = start
   if reset_us < until_end then hit_window = start - unit_us end
-  local w, p, c = string.match(state, '^(%S+) (%S+) (%S+)$')
-  w, p, c = tonumber(w), tonumber(p), tonumber(c)
+  local w, p, c = decode_state(state)
   if w == hit_window then
     c = math.max(0, c - cost)
   elseif w == hit_window + unit_us then
@@ -65,7 +62,7 @@ refunds.sliding_window = function(state, now, cost, _, unit_us, _, reset_us)
   else
     return state, 0
   end
-  local new_state = string.format('%.17g %.17g %.17g', w, p, c)
+  local new_state = encode_state(w, p, c)
   if w == start and c > 0 then return new_state, until_end + unit_us end
   -- Only one counter still weighs on the estimate, and only until this window ends.
   if (w == start and p > 0) or (w < start and c > 0) then return new_state, until_end end

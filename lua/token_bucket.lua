@@ -1,7 +1,7 @@
 -- Token bucket: the same function as ratelimitd/algorithms/token_bucket.py, operation for
 -- operation, so Redis and the memory store give bit-identical answers.
 --
--- state: false, or "<tokens> <last refill us>" as written below (%.17g round-trips a double).
+-- state: false, or "<tokens> <last refill us>" (lua/state.lua reads and writes it).
 -- Returns: admitted, new state (nil: unchanged), remaining, reset us, ttl us.
 local function refill_us(tokens, unit_us, rate)
   return math.ceil(tokens * unit_us / rate)
@@ -10,8 +10,7 @@ end
 -- The bucket in `state` refilled up to `now`: its tokens and last refill time.
 local function refilled(state, now, rate, unit_us, capacity)
   if not state then return capacity, now end
-  local t, l = string.match(state, '^(%S+) (%S+)$')
-  local tokens, last = tonumber(t), tonumber(l)
+  local tokens, last = decode_state(state)
   if now > last then
     local elapsed = now - last
     if elapsed >= refill_us(capacity - tokens, unit_us, rate) then
@@ -33,13 +32,12 @@ algorithms.token_bucket = function(state, now, cost, rate, unit_us, capacity, ov
     end
     local left = tokens - cost
     local until_full = refill_us(capacity - left, unit_us, rate)
-    return true, string.format('%.17g %.17g', left, last), math.floor(left), until_full, until_full
+    return true, encode_state(left, last), math.floor(left), until_full, until_full
   end
   if cost > 0 and overdraft > 0 then
     local left = math.max(tokens - cost, -overdraft)
     local until_full = refill_us(capacity - left, unit_us, rate)
-    return false, string.format('%.17g %.17g', left, last), 0, refill_us(1 - left, unit_us, rate),
-      until_full
+    return false, encode_state(left, last), 0, refill_us(1 - left, unit_us, rate), until_full
   end
   local need = math.min(math.max(cost, 1), capacity)
   return false, nil, math.max(0, math.floor(tokens)), refill_us(need - tokens, unit_us, rate), 0
@@ -53,5 +51,5 @@ refunds.token_bucket = function(state, now, cost, rate, unit_us, capacity)
   tokens = math.min(capacity, tokens + cost)
   if tokens >= capacity then return nil, 0 end
   local until_full = refill_us(capacity - tokens, unit_us, rate)
-  return string.format('%.17g %.17g', tokens, last), until_full
+  return encode_state(tokens, last), until_full
 end

@@ -1,21 +1,9 @@
-"""What every algorithm provides, and the all-or-nothing evaluation of one request's hits.
-
-This is the pure arithmetic behind both stores: the memory store calls it directly and
-lua/request.lua performs the same steps, in the same order and with the same floating-point
-operations, inside Redis. Invariants that both keep:
-
-- A request is admitted only if every non-shadow hit is admitted; when it is not, it
-  consumes nothing from limits without overdraft.
-- A limit with overdraft keeps every charge, past its limit too and whatever the request's
-  other limits answer: it meters usage that has already happened (a charge Envoy sends after
-  the response), so dropping a charge would let usage go unpaid.
-- Hits on the same key within one request see each other's consumption, in request order.
-- A cost of 0 never changes state: it asks whether a cost of 1 would pass.
-"""
+"""What every algorithm provides (its math on one counter's state), and the hits and outcomes
+of a request. How a request's hits together become its answer is algorithms.request."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -63,46 +51,3 @@ class Outcome(NamedTuple):
     admitted: bool
     remaining: int
     reset_us: int
-
-
-def evaluate_hits(
-    hits: Sequence[Hit],
-    now_us: int,
-    load: Callable[[str], State | None],
-    algorithms: dict[str, Algorithm],
-) -> tuple[list[Outcome], dict[str, tuple[State, int]]]:
-    """Evaluate one request's hits all-or-nothing.
-
-    Returns one outcome per hit and the writes to commit as {key: (state, ttl_us)}: when the
-    request is rejected, only the charges of limits with overdraft.
-    """
-    loaded: dict[str, State | None] = {}
-    staged: dict[str, tuple[State, int]] = {}
-    tentative: list[Evaluation] = []
-    rejected = False
-    for hit in hits:
-        if hit.key in staged:
-            state: State | None = staged[hit.key][0]
-        else:
-            if hit.key not in loaded:
-                loaded[hit.key] = load(hit.key)
-            state = loaded[hit.key]
-        result = algorithms[hit.limit.algorithm].evaluate(state, now_us, hit.limit, hit.cost)
-        tentative.append(result)
-        if result.state is not None:  # admitted, or an overdraft charge
-            staged[hit.key] = (result.state, result.ttl_us)
-        if not result.admitted and not hit.shadow:
-            rejected = True
-    if not rejected:
-        return [Outcome(r.admitted, r.remaining, r.reset_us) for r in tentative], staged
-    writes = {hit.key: staged[hit.key] for hit in hits if hit.limit.overdraft and hit.key in staged}
-    outcomes = []
-    for hit, result in zip(hits, tentative, strict=True):
-        if hit.limit.overdraft:
-            outcomes.append(Outcome(result.admitted, result.remaining, result.reset_us))
-            continue
-        # Nothing is consumed: report the untouched counter, keeping each hit's own verdict.
-        peek = algorithms[hit.limit.algorithm].evaluate(loaded[hit.key], now_us, hit.limit, 0)
-        reset_us = peek.reset_us if result.admitted else result.reset_us
-        outcomes.append(Outcome(result.admitted, peek.remaining, reset_us))
-    return outcomes, writes

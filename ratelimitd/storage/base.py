@@ -14,7 +14,7 @@ class StoreError(Exception):
 
 
 class Store(Protocol):
-    """Applies one request's hits atomically and all-or-nothing (see algorithms.base)."""
+    """Applies one request's hits atomically and all-or-nothing (see algorithms.request)."""
 
     async def apply(self, hits: Sequence[Hit]) -> list[Outcome]:
         """Evaluate and, if the request is admitted, commit `hits`; raise StoreError on failure."""

@@ -38,7 +38,7 @@ from redis.backoff import NoBackoff
 from redis.crc import key_slot
 from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 
-from ratelimitd.algorithms import Hit, Outcome
+from ratelimitd.algorithms import Hit, Outcome, keeps_charge, probes, rejects, settle
 from ratelimitd.model.observer import NO_OBSERVER, Observer
 from ratelimitd.storage.base import StoreError
 from ratelimitd.storage.batching import TickBatcher, observed
@@ -191,9 +191,9 @@ def _place(hits: Sequence[Hit], calls: dict[int, list[Sequence[Hit]]]) -> list[P
     for slot, indices in by_slot.items():
         parts = calls.setdefault(slot, [])
         part = [hits[i] for i in indices]
-        # The peek: at no cost and never rejecting, it reads the counters as the part finds
-        # them, which is what the request reports if another part rejects it.
-        parts.append([hit._replace(cost=0, shadow=True) for hit in part])
+        # Just before the part, its probes read the counters as the part finds them: what
+        # the request reports if another part rejects it.
+        parts.append(probes(part))
         parts.append(part)
         placed.append((slot, len(parts) - 1, indices))
     return placed
@@ -205,37 +205,28 @@ def _settle(
     decoded: dict[int, list[list[Outcome]]],
     refunds: dict[int, list[tuple[Hit, int]]],
 ) -> list[Outcome]:
-    """The request's outcomes from its parts' replies; adds what to give back to `refunds`."""
+    """The request's outcomes from its parts' replies (algorithms.request.settle, as a single
+    Redis answers); adds what to give back to `refunds`."""
     if len(placed) == 1:
         slot, at, _ = placed[0]
         return decoded[slot][at]
-    judged: dict[int, tuple[Outcome, Outcome]] = {}  # hit index -> (evaluated, peeked)
-    admitted_parts: list[tuple[int, list[int]]] = []
-    rejected = False
+    evaluated: dict[int, Outcome] = {}  # hit index -> its outcome in its part
+    peeked: dict[int, Outcome] = {}  # hit index -> its probe's outcome
     for slot, at, indices in placed:
-        part_rejected = False
         for i, outcome, peek in zip(indices, decoded[slot][at], decoded[slot][at - 1], strict=True):
-            judged[i] = (outcome, peek)
-            part_rejected |= not outcome.admitted and not hits[i].shadow
-        if part_rejected:
-            rejected = True
-        else:
-            admitted_parts.append((slot, indices))
-    if not rejected:
-        return [judged[i][0] for i in range(len(hits))]
-    for slot, indices in admitted_parts:
-        for i in indices:
-            outcome = judged[i][0]
-            # Overdraft limits keep their charges whatever the request's answer.
-            if outcome.admitted and hits[i].cost > 0 and not hits[i].limit.overdraft:
-                refunds.setdefault(slot, []).append((hits[i], outcome.reset_us))
-    # As a single Redis reports a rejected request (algorithms.base.evaluate_hits).
-    return [
-        o
-        if hits[i].limit.overdraft
-        else Outcome(o.admitted, p.remaining, p.reset_us if o.admitted else o.reset_us)
-        for i, (o, p) in ((i, judged[i]) for i in range(len(hits)))
-    ]
+            evaluated[i], peeked[i] = outcome, peek
+    # A part rejected in its slot is settled already, and settles to itself again.
+    outcomes, rejected = settle(hits, [evaluated[i] for i in range(len(hits))], peeked.__getitem__)
+    if rejected:
+        for slot, _, indices in placed:
+            part = [hits[i] for i in indices]
+            if rejects(part, [evaluated[i] for i in indices]):
+                continue  # its slot committed only the charges a rejected request keeps
+            for i in indices:
+                hit = hits[i]
+                if evaluated[i].admitted and hit.cost > 0 and not keeps_charge(hit, rejected):
+                    refunds.setdefault(slot, []).append((hit, evaluated[i].reset_us))
+    return outcomes
 
 
 def _store_error(exc: BaseException) -> StoreError:

@@ -32,7 +32,7 @@ class MemoryStore:
         return len(self._states)
 
     async def apply(self, hits: Sequence[Hit]) -> list[Outcome]:
-        """Evaluate and commit one request's hits; see algorithms.base.evaluate_hits."""
+        """Evaluate and commit one request's hits; see algorithms.request.evaluate_hits."""
         now = self._clock()
         self._sweep(now)
         outcomes, writes = evaluate_hits(hits, now, self._reader(now), ALGORITHMS)

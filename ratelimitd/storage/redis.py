@@ -32,10 +32,11 @@ REFUND_DRIVER = "refund.lua"
 
 
 def script_source(driver: str = REQUEST_DRIVER) -> str:
-    """A script: every algorithm's functions (evaluation and refund), the clock, then
-    `driver`: the batch evaluation of lua/request.lua or the refunds of lua/refund.lua."""
+    """A script: the state encoding of lua/state.lua, every algorithm's functions (evaluation
+    and refund), the clock, then `driver`: the batch evaluation of lua/request.lua or the
+    refunds of lua/refund.lua."""
     lua = resources.files("ratelimitd").joinpath("lua")
-    parts = ["local algorithms, refunds = {}, {}"]
+    parts = ["local algorithms, refunds = {}, {}", lua.joinpath("state.lua").read_text()]
     parts += [lua.joinpath(f"{name}.lua").read_text() for name in sorted(ALGORITHMS)]
     parts += [lua.joinpath("clock.lua").read_text(), lua.joinpath(driver).read_text()]
     return "\n".join(parts)

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from ratelimitd.algorithms import Outcome
+from ratelimitd.algorithms import Outcome, probes
 from ratelimitd.core.engine import Engine
 from ratelimitd.core.matcher import How, Match, Step, trace
 from ratelimitd.core.rule_fields import rule_fields, summary
@@ -83,14 +83,14 @@ async def explain(engine: Engine, request: Request) -> Explanation:
     hits = plan.hits
     # Zero-cost shadow copies read each counter as it is now; they change nothing the
     # request's own hits see, and one call reads both at the same instant.
-    probes = [hit._replace(cost=0, shadow=True) for hit in hits]
+    readings = probes(hits)
     now: Sequence[Outcome | None] = [None] * len(hits)
     offered: Sequence[Outcome | None] = now
     decision, error = None, None
     try:
         outcomes: list[Outcome] = []
         if hits:
-            peeked = await engine.store.peek([*probes, *hits])
+            peeked = await engine.store.peek([*readings, *hits])
             now, outcomes = peeked[: len(hits)], peeked[len(hits) :]
             offered = outcomes
         decision = engine.conclude(plan, outcomes)
