@@ -538,3 +538,22 @@ def test_the_command_line_rejects_what_it_cannot_explain(
     bad.write_text("domain: api\ndescriptors: [{key: a, rate_limit: {unit: fortnight}}]\n")
     assert main(["explain", "--config", str(bad), "--domain", "api", "a=b"], environ={}) == 1
     assert f"{bad}:2: " in capsys.readouterr().err
+
+
+def test_the_text_says_an_overdraft_limit_keeps_its_charge_in_a_rejected_request(
+    tmp_path: Path, run: Run[Any]
+) -> None:
+    path = tmp_path / "usage.yaml"
+    path.write_text(
+        "domain: usage\n"
+        "descriptors:\n"
+        "  - {key: bytes, rate_limit: {unit: minute, requests_per_unit: 10, overdraft: true}}\n"
+        "  - {key: calls, rate_limit: {unit: minute, requests_per_unit: 1}}\n"
+        "  - {key: plain, rate_limit: {unit: minute, requests_per_unit: 10}}\n"
+    )
+    engine = Engine(load_config([path]), MemoryStore(FakeClock()))
+    run(engine.should_rate_limit(Request("usage", (d("calls=c"),))))
+    found = explained(run, engine, d("bytes=b"), d("calls=c"), d("plain=p"), domain="usage")
+    text = render_text(found)
+    assert "overdraft: charged all the same" in text.split("descriptor 2")[0]
+    assert "so nothing is taken" in text.split("descriptor 3")[1]

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from ratelimitd.algorithms import Outcome, probes
+from ratelimitd.algorithms import Hit, Outcome, keeps_charge, probes
 from ratelimitd.core.engine import Engine
 from ratelimitd.core.matcher import How, Match, Step, trace
 from ratelimitd.core.rule_fields import rule_fields, summary
@@ -285,7 +285,9 @@ def _descriptor_text(number: int, item: DescriptorExplanation, rejected: bool) -
             reset = _seconds(status.reset_us or 0)
             if counter.offered.admitted:
                 verdict, after = "admitted", f"fully reset in {reset}"
-                if rejected:
+                if rejected and _keeps_charge(item, counter.cost):
+                    after += " (another limit rejects the request; overdraft: charged all the same)"
+                elif rejected:
                     after += " (another limit rejects the request, so nothing is taken)"
             else:
                 verdict, after = "rejected", f"retry in {reset}"
@@ -317,6 +319,12 @@ def _step_text(step: Step) -> list[str]:
     if step.taken is None:
         lines.append("      no key-only node: the walk stops")
     return lines
+
+
+def _keeps_charge(item: DescriptorExplanation, cost: int) -> bool:
+    """Whether the descriptor's hit stays charged although its request is rejected."""
+    limit = item.match.rule.limit if item.match is not None else None
+    return limit is not None and cost > 0 and keeps_charge(Hit("", limit, cost), rejected=True)
 
 
 def _seconds(us: int) -> str:
