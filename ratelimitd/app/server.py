@@ -120,24 +120,7 @@ async def serve_grpc(
         running_service.start()
         running.push_async_callback(running_service.stop)
         try:
-            http_host, http_port = split_address(settings.http_addr)
-            http_server = HttpServer(running_service.routes, http_host, http_port)
-            await http_server.start()
-            running.push_async_callback(http_server.stop)
-            grpc_transport = GrpcTransport(
-                Rpc(
-                    running_service.engine,
-                    running_service.readiness,
-                    settings.authz_domain,
-                    recorder,
-                ),
-                settings.grpc_addr,
-                build.tls_files(settings),
-                settings.max_request_bytes,
-                settings.max_streams_per_connection,
-            )
-            await grpc_transport.start()
-            running.push_async_callback(grpc_transport.stop, settings.drain_timeout)
+            await _listen(running, settings, running_service, recorder)
         except (OSError, RuntimeError, ValueError) as exc:
             log.error("listen_failed", error=str(exc))
             return 1
@@ -163,3 +146,27 @@ async def serve_grpc(
         running_service.readiness.serving = False
     log.info("stopped")
     return 0
+
+
+async def _listen(
+    running: contextlib.AsyncExitStack,
+    settings: Settings,
+    running_service: service.Service,
+    recorder: Recorder,
+) -> None:
+    """Start the HTTP endpoints and the gRPC port, each stopped by `running` (gRPC first,
+    draining its calls)."""
+    http_host, http_port = split_address(settings.http_addr)
+    http_server = HttpServer(running_service.routes, http_host, http_port)
+    await http_server.start()
+    running.push_async_callback(http_server.stop)
+    rpc = Rpc(running_service.engine, running_service.readiness, settings.authz_domain, recorder)
+    grpc_transport = GrpcTransport(
+        rpc,
+        settings.grpc_addr,
+        build.tls_files(settings),
+        settings.max_request_bytes,
+        settings.max_streams_per_connection,
+    )
+    await grpc_transport.start()
+    running.push_async_callback(grpc_transport.stop, settings.drain_timeout)
