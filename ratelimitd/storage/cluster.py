@@ -29,7 +29,7 @@ request order. All calls go out in one pipeline: one write per node, all nodes a
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from redis.asyncio.cluster import ClusterNode, RedisCluster
@@ -41,10 +41,10 @@ from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 from ratelimitd.algorithms import Hit, Outcome, keeps_charge, probes, rejects, settle
 from ratelimitd.model.observer import NO_OBSERVER, Observer
 from ratelimitd.storage.base import StoreError
-from ratelimitd.storage.batching import TickBatcher, observed
 from ratelimitd.storage.breaker import CircuitBreaker
 from ratelimitd.storage.clock import Clock
 from ratelimitd.storage.redis import ScriptRunner, decode
+from ratelimitd.storage.round_trips import RoundTripStore
 
 _ERRORS = (RedisError, RedisClusterException, OSError, TimeoutError)
 
@@ -53,7 +53,7 @@ _ERRORS = (RedisError, RedisClusterException, OSError, TimeoutError)
 Placement = tuple[int, int, list[int]]
 
 
-class ClusterStore:
+class ClusterStore(RoundTripStore):
     """Counters in a Redis Cluster (see the module docstring for the semantics).
 
     `clock` exists for tests only: it replaces Redis TIME as the scripts' notion of now.
@@ -70,6 +70,7 @@ class ClusterStore:
         observer: Observer = NO_OBSERVER,
         breaker: CircuitBreaker | None = None,
     ) -> None:
+        super().__init__(batch=True, observer=observer, breaker=breaker)
         self._client = RedisCluster(
             startup_nodes=[ClusterNode(host, port) for host, port in nodes],
             username=username,
@@ -81,31 +82,9 @@ class ClusterStore:
             retry=Retry(NoBackoff(), 0),
         )
         self._scripts = ScriptRunner(clock)
-        self._breaker = breaker
-        # Round trips that reach Redis are counted; those the breaker refuses are not.
-        self._sent = observed(self._send, observer)
-        self._batcher = TickBatcher(self._round_trip)
         # Pipelines sent: one per batch, one more for its refunds, one more after a node
         # lost the scripts.
         self.round_trips = 0
-
-    def apply(self, hits: Sequence[Hit]) -> Coroutine[Any, Any, list[Outcome]]:
-        """Evaluate and commit one request's hits; raise StoreError on failure."""
-        return self._batcher.submit(hits)
-
-    async def peek(self, hits: Sequence[Hit]) -> list[Outcome]:
-        """What apply(hits) would answer now, from dry runs of the same script calls (a
-        request spanning slots gets the answer a single Redis would give); raise StoreError
-        on failure."""
-        if self._breaker is not None:
-            self._breaker.check_closed()
-        # Never batched: a dry run cannot share a call with requests that must commit.
-        return (await self._send([hits], dry_run=True))[0]
-
-    async def _round_trip(self, requests: list[Sequence[Hit]]) -> list[list[Outcome]]:
-        if self._breaker is None:
-            return await self._sent(requests)
-        return await self._breaker.call(lambda: self._sent(requests))
 
     async def _send(
         self, requests: list[Sequence[Hit]], dry_run: bool = False

@@ -8,7 +8,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import ssl
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Sequence
 from importlib import resources
 from typing import Any, NamedTuple
 
@@ -20,10 +20,10 @@ from ratelimitd.algorithms import ALGORITHMS, Hit, Outcome
 from ratelimitd.model.observer import NO_OBSERVER, Observer
 from ratelimitd.model.rules import Limit
 from ratelimitd.storage.base import StoreError
-from ratelimitd.storage.batching import TickBatcher, observed
 from ratelimitd.storage.breaker import CircuitBreaker
 from ratelimitd.storage.clock import Clock
 from ratelimitd.storage.resp import RespClient, RespError
+from ratelimitd.storage.round_trips import RoundTripStore
 
 # Error replies that mean the server is not (or no longer) the master.
 _WRONG_SERVER = ("READONLY", "MASTERDOWN")
@@ -186,7 +186,7 @@ class ScriptRunner:
         return decode(requests, raw)
 
 
-class ClientStore:
+class ClientStore(RoundTripStore):
     """Counters in the Redis server a RespClient talks to: a single instance, or the master
     that Sentinel points at. Any number of replicas can share it.
 
@@ -204,36 +204,10 @@ class ClientStore:
         observer: Observer = NO_OBSERVER,
         breaker: CircuitBreaker | None = None,
     ) -> None:
+        super().__init__(batch=batch, observer=observer, breaker=breaker)
         self._client = client
         self._script = ScriptRunner(clock)
-        self._breaker = breaker
-        # Round trips that reach Redis are counted; those the breaker refuses are not.
-        self._sent = observed(self._send, observer)
-        self._batcher = TickBatcher(self._round_trip) if batch else None
         self.round_trips = 0
-
-    def apply(self, hits: Sequence[Hit]) -> Coroutine[Any, Any, list[Outcome]]:
-        """Evaluate and commit one request's hits; raise StoreError on failure."""
-        # The batcher's coroutine itself, not one wrapping it: one frame less per request.
-        if self._batcher is not None:
-            return self._batcher.submit(hits)
-        return self._apply_alone(hits)
-
-    async def _apply_alone(self, hits: Sequence[Hit]) -> list[Outcome]:
-        return (await self._round_trip([hits]))[0]
-
-    async def peek(self, hits: Sequence[Hit]) -> list[Outcome]:
-        """What apply(hits) would answer now, from a dry run of the same script; raise
-        StoreError on failure."""
-        if self._breaker is not None:
-            self._breaker.check_closed()
-        # Never batched: a dry run cannot share a call with requests that must commit.
-        return (await self._send([hits], dry_run=True))[0]
-
-    async def _round_trip(self, requests: list[Sequence[Hit]]) -> list[list[Outcome]]:
-        if self._breaker is None:
-            return await self._sent(requests)
-        return await self._breaker.call(lambda: self._sent(requests))
 
     async def _send(
         self, requests: list[Sequence[Hit]], dry_run: bool = False
