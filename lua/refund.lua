@@ -6,7 +6,7 @@
 --
 -- KEYS: the counter key of every hit to refund (a key may repeat).
 -- ARGV[1]: the current time in microseconds for tests, or "" (lua/clock.lua sets `now`).
--- ARGV[2]: space-separated tokens, 6 per hit: algorithm, requests_per_unit, unit length us,
+-- ARGV[2]: space-separated tokens, 6 per hit: algorithm, requests_per_unit, window length us,
 --          burst, cost, and the reset us that request.lua reported for the hit.
 -- Returns nothing.
 

@@ -7,7 +7,7 @@
 -- ARGV[1]: the current time in microseconds for tests, or "" (lua/clock.lua sets `now`).
 -- ARGV[2]: the batch as space-separated tokens (one argument is far cheaper to send than
 --          thousands): the number of requests, then per request its number of hits followed
---          by 7 tokens per hit: algorithm, requests_per_unit, unit length us, burst, overdraft
+--          by 7 tokens per hit: algorithm, requests_per_unit, window length us, burst, overdraft
 --          (the most debt; 0: none), cost, shadow (1/0).
 -- ARGV[3]: "dry" for a dry run (explain's peek): every answer is the same, but nothing is
 --          written, so the stored counters and their TTLs stay untouched. Absent otherwise.

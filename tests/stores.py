@@ -19,10 +19,15 @@ S = 1_000_000  # microseconds per second
 
 
 def limit(
-    algorithm: str, per_unit: int, unit: Unit = Unit.MINUTE, burst: int | None = None
+    algorithm: str,
+    per_unit: int,
+    unit: Unit = Unit.MINUTE,
+    burst: int | None = None,
+    unit_multiplier: int = 1,
 ) -> Limit:
     """A Limit whose burst defaults to per_unit, as the loader builds it."""
-    return Limit(algorithm, per_unit, unit, per_unit if burst is None else burst)
+    burst = per_unit if burst is None else burst
+    return Limit(algorithm, per_unit, unit, burst, unit_multiplier=unit_multiplier)
 
 
 class Driver:

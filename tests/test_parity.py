@@ -30,18 +30,21 @@ from ratelimitd.storage.redis import RedisStore
 from tests.conftest import RedisClusterServers, RedisServer
 from tests.stores import S, limit
 
+# (requests_per_unit, unit, burst, unit_multiplier)
 SHAPES = [
-    (10, Unit.MINUTE, None),
-    (3, Unit.SECOND, 7),
-    (7, Unit.HOUR, 2),
-    (1000, Unit.DAY, None),
-    (0, Unit.MINUTE, None),
-    (1, Unit.SECOND, None),
+    (10, Unit.MINUTE, None, 1),
+    (3, Unit.SECOND, 7, 1),
+    (7, Unit.HOUR, 2, 1),
+    (1000, Unit.DAY, None, 1),
+    (0, Unit.MINUTE, None, 1),
+    (1, Unit.SECOND, None, 1),
+    (5, Unit.SECOND, None, 7),  # 5 per 7 seconds
+    (4, Unit.MINUTE, 6, 3),  # 4 per 3 minutes
 ]
 PLAIN = [
-    limit(name, per_unit, unit, burst if ALGORITHMS[name].uses_burst else None)
+    limit(name, per_unit, unit, burst if ALGORITHMS[name].uses_burst else None, multiplier)
     for name in sorted(ALGORITHMS)
-    for per_unit, unit, burst in SHAPES
+    for per_unit, unit, burst, multiplier in SHAPES
 ]
 # The same with overdraft: charges past the limit kept, as debt of at most 4.
 LIMITS = PLAIN + [dataclasses.replace(x, overdraft=4) for x in PLAIN if x.requests_per_unit]

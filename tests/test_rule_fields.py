@@ -29,6 +29,8 @@ descriptors:
       name: tokens
   - key: free
     rate_limit: {unlimited: true, replaces: [{name: tokens}]}
+  - key: five
+    rate_limit: {unit: minute, unit_multiplier: 5, requests_per_unit: 100, algorithm: gcra}
 """
 
 
@@ -65,7 +67,11 @@ def test_the_fields_are_every_field_of_the_rule(config: Config, path: Path) -> N
         "shadow_mode": True,
         "detailed_metric": True,
         "failure_mode": "allow",
+        "unit_multiplier": 1,
+        "window": "minute",
     }
+    five = rule_fields(rule(config, "d.five"))
+    assert (five["unit"], five["unit_multiplier"], five["window"]) == ("MINUTE", 5, "5 minutes")
     unlimited = rule_fields(rule(config, "d.free"))
     assert unlimited["unlimited"]
     assert (unlimited["algorithm"], unlimited["burst"], unlimited["overdraft"]) == (None,) * 3
@@ -78,6 +84,8 @@ def test_rlconfig_lines_show_overdraft_and_detailed_metric(config: Config, path:
         " name=tokens shadow_mode=true detailed_metric=true failure_mode=allow"
         f" source={path}:3",
         f"d.free: unlimited replaces=tokens shadow_mode=false failure_mode=allow source={path}:13",
+        "d.five: algorithm=gcra unit=MINUTE requests_per_unit=100 burst=100 unit_multiplier=5"
+        f" shadow_mode=false failure_mode=allow source={path}:15",
     ]
 
 
@@ -88,4 +96,8 @@ def test_explain_lines_show_overdraft_and_detailed_metric(config: Config, path: 
     )
     assert summary(rule(config, "d.free")) == (
         f"d.free unlimited replaces=tokens failure_mode=allow ({path}:13)"
+    )
+    assert (
+        summary(rule(config, "d.five"))
+        == f"d.five gcra 100/5 minutes failure_mode=allow ({path}:15)"
     )

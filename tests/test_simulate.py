@@ -434,6 +434,7 @@ def test_command_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
                 "algorithm": "token_bucket",
                 "requests_per_unit": 10,
                 "unit": "second",
+                "unit_multiplier": 1,
                 "burst": 20,
                 "shadow_mode": False,
                 "offered": 30,

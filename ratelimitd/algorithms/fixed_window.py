@@ -1,5 +1,6 @@
-"""Fixed window, as envoyproxy/ratelimit counts: windows of one unit aligned to the Unix
-epoch; a hit passes when the window's count plus its cost stays within requests_per_unit.
+"""Fixed window, as envoyproxy/ratelimit counts: windows of one unit (or `unit_multiplier`
+units: Limit.unit_us) aligned to the Unix epoch; a hit passes when the window's count plus
+its cost stays within requests_per_unit.
 
 Unlike the reference, a rejected hit does not increase the count, so a client hammering a
 closed window does not change what it gets once the window reopens. A cost of 0 only asks

@@ -1,4 +1,5 @@
-"""What makes a `burst` invalid, for rules written out in full and for tenants' overrides."""
+"""What makes a `burst` or a window invalid, for rules written out in full and for tenants'
+overrides."""
 
 from __future__ import annotations
 
@@ -6,7 +7,9 @@ from ratelimitd.algorithms import ALGORITHMS
 from ratelimitd.model.rules import MAX_REFILL_SECONDS, Unit
 
 
-def burst_problem(burst: int, algorithm: str, per_unit: int, unit: Unit | None) -> str | None:
+def burst_problem(
+    burst: int, algorithm: str, per_unit: int, window_seconds: int | None
+) -> str | None:
     """Why `burst` cannot go with this limit, or None when it can."""
     known = ALGORITHMS.get(algorithm)
     if known is not None and not known.uses_burst:
@@ -14,6 +17,18 @@ def burst_problem(burst: int, algorithm: str, per_unit: int, unit: Unit | None) 
         return f"burst does not apply to {algorithm} (only to {users})"
     if not per_unit:
         return "burst needs a limit with requests_per_unit > 0"
-    if unit is not None and burst * unit.seconds > MAX_REFILL_SECONDS * per_unit:
+    if window_seconds is not None and burst * window_seconds > MAX_REFILL_SECONDS * per_unit:
         return f"burst {burst} would take more than 10 years to refill"
+    return None
+
+
+def window_problem(unit: Unit, multiplier: int) -> str | None:
+    """Why a window of `multiplier` units is too long, or None. A window is bounded as a
+    bucket's refill is (10 years): that keeps every store's microsecond arithmetic exact."""
+    if unit.seconds * multiplier > MAX_REFILL_SECONDS:
+        most = MAX_REFILL_SECONDS // unit.seconds
+        return (
+            f"unit_multiplier {multiplier} makes a window longer than 10 years "
+            f"(at most {most} for {unit.name.lower()})"
+        )
     return None

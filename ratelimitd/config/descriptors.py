@@ -7,6 +7,7 @@ from dataclasses import dataclass, replace
 import yaml
 
 from ratelimitd.config.burst import burst_problem
+from ratelimitd.config.windows import WINDOW_FIELDS, read_multiplier
 from ratelimitd.config.yamlnodes import NULL_TAG, UINT32_MAX, Fields, NodeReader
 from ratelimitd.model.rules import (
     Defaults,
@@ -15,7 +16,6 @@ from ratelimitd.model.rules import (
     Node,
     Rule,
     Source,
-    Unit,
     Wildcard,
     key_path,
 )
@@ -42,6 +42,7 @@ RATE_LIMIT_FIELDS = (
     "failure_mode",
     "overdraft",
     "max_overdraft",
+    *WINDOW_FIELDS,
 )
 REPLACES_FIELDS = ("name",)
 
@@ -166,9 +167,13 @@ class DescriptorReader:
             nodes.error(node, "rate_limit needs a 'unit' (or 'unlimited: true')")
         rpu = nodes.integer(fields.get("requests_per_unit"), "requests_per_unit", 0, UINT32_MAX)
         algorithm = nodes.algorithm(fields.get("algorithm"), self.defaults.algorithm)
+        multiplier = read_multiplier(nodes, fields, unit)
         burst = nodes.integer(fields.get("burst"), "burst", 1, UINT32_MAX)
         if burst is not None:
-            self._check_burst(fields["burst"], burst, algorithm, rpu or 0, unit, unlimited)
+            window = None if unit is None else unit.seconds * multiplier
+            problem = burst_problem(burst, algorithm, 0 if unlimited else rpu or 0, window)
+            if problem is not None:
+                nodes.error(fields["burst"], problem)
         name = self._name(fields, full_key)
         replaces = self._replaces(fields.get("replaces"), name)
         failure_mode = nodes.failure_mode(fields.get("failure_mode"), self.defaults.failure_mode)
@@ -181,7 +186,7 @@ class DescriptorReader:
             capacity = burst if burst is not None else per_unit
             # Up to one full bucket (or window) of debt unless told otherwise.
             debt = (max_debt or capacity) if overdraft else 0
-            limit = Limit(algorithm, per_unit, unit, capacity, debt)
+            limit = Limit(algorithm, per_unit, unit, capacity, debt, multiplier)
         rule = Rule(
             domain=self.domain,
             full_key=full_key,
@@ -213,19 +218,6 @@ class DescriptorReader:
         if overdraft and no_rate:
             self.nodes.error(node, "overdraft needs a limit with requests_per_unit > 0")
         return overdraft, debt
-
-    def _check_burst(
-        self,
-        node: yaml.Node,
-        burst: int,
-        algorithm: str,
-        per_unit: int,
-        unit: Unit | None,
-        unlimited: bool,
-    ) -> None:
-        problem = burst_problem(burst, algorithm, 0 if unlimited else per_unit, unit)
-        if problem is not None:
-            self.nodes.error(node, problem)
 
     def _replaces(self, node: yaml.Node | None, own_name: str | None) -> frozenset[str]:
         nodes = self.nodes

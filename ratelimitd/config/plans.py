@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from ratelimitd.algorithms import ALGORITHMS
-from ratelimitd.config.burst import burst_problem
+from ratelimitd.config.burst import burst_problem, window_problem
 from ratelimitd.model.rules import (
     FailureMode,
     KeyIndex,
@@ -41,6 +41,7 @@ class LimitOverride:
     algorithm: str | None = None
     failure_mode: FailureMode | None = None
     unlimited: bool | None = None
+    unit_multiplier: int | None = None
 
 
 class TenantSpec(NamedTuple):
@@ -171,6 +172,7 @@ def _overridden(
             f"tenant '{tenant.name}': limit '{rule.name}' is unlimited in its plan; an override "
             "needs 'unit' and 'requests_per_unit'",
         )
+    multiplier = _multiplier(override, base, unit, tenant)
     algorithm = override.algorithm or (base.algorithm if base else default_algorithm)
     burst = override.burst
     if burst is None:
@@ -180,11 +182,23 @@ def _overridden(
         uses_burst = ALGORITHMS[algorithm].uses_burst
         burst = base.burst if keeps_own and uses_burst and base is not None else per_unit
     if override.burst is not None or burst != per_unit:
-        problem = burst_problem(burst, algorithm, per_unit, unit)
+        problem = burst_problem(burst, algorithm, per_unit, unit.seconds * multiplier)
         if problem is not None:
             raise ExpansionError(override.source, f"tenant '{tenant.name}': {problem}")
     overdraft = base.overdraft if base is not None else 0
-    limit = Limit(algorithm, per_unit, unit, burst, overdraft)
+    limit = Limit(algorithm, per_unit, unit, burst, overdraft, multiplier)
     return dataclasses.replace(
         rule, full_key=full_key, limit=limit, failure_mode=failure_mode, source=override.source
     )
+
+
+def _multiplier(override: LimitOverride, base: Limit | None, unit: Unit, tenant: TenantSpec) -> int:
+    """The overridden window's unit_multiplier: as given; else 1 where the override names a
+    unit of its own (`unit: hour` means one hour), else the plan's."""
+    multiplier = override.unit_multiplier
+    if multiplier is None:
+        multiplier = 1 if override.unit is not None or base is None else base.unit_multiplier
+    problem = window_problem(unit, multiplier)
+    if problem is not None:
+        raise ExpansionError(override.source, f"tenant '{tenant.name}': {problem}")
+    return multiplier

@@ -26,6 +26,7 @@ OVERRIDE_FIELDS = (
     "algorithm",
     "failure_mode",
     "unlimited",
+    "unit_multiplier",
 )
 
 
@@ -81,6 +82,9 @@ def _overrides(nodes: NodeReader, node: yaml.Node | None) -> dict[str, plans.Lim
                 else None
             ),
             unlimited=nodes.flag(fields, "unlimited") if "unlimited" in fields else None,
+            unit_multiplier=nodes.integer(
+                fields.get("unit_multiplier"), "unit_multiplier", 1, UINT32_MAX
+            ),
         )
     return found
 

@@ -61,7 +61,7 @@ def sf_string(text: str) -> str:
 @functools.lru_cache(maxsize=4096)
 def _quota_policy(limit: Limit, name: str | None) -> str:
     """`, <requests_per_unit>;w=<window>[;name="..."][;burst=<capacity>]` for one limit."""
-    policy = f", {limit.requests_per_unit};w={limit.unit.seconds}"
+    policy = f", {limit.requests_per_unit};w={limit.window_seconds}"
     if name:
         policy += f";name={sf_string(name)}"
     if limit.burst != limit.requests_per_unit:
@@ -118,7 +118,7 @@ class HeaderPlan:
             self._limit_values = ()
         self._quoted = tuple(sf_string(name) for name in self._names)
         self._ietf_policy = tuple(
-            f"{quoted};q={limit.burst};w={limit.unit.seconds}"
+            f"{quoted};q={limit.burst};w={limit.window_seconds}"
             for quoted, limit in zip(self._quoted, limits, strict=True)
         )
 

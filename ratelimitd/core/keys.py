@@ -3,7 +3,10 @@
 A key names one counter: the domain, the request's descriptor entries, and the limit's
 identity (algorithm and parameters), so that a changed rule never reads another rule's state:
 
-    rl:{<domain>:<key1>=<value1>}:<algorithm>:<per_unit>/<unit s>:<burst>[:<key>=<value>]...
+    rl:{<domain>:<key1>=<value1>}:<algorithm>:<per_unit>/<window s>:<burst>[:<key>=<value>]...
+
+(`<window s>`: the unit's seconds times unit_multiplier, so 100 per minute and 100 per
+5 minutes never share a counter.)
 
 - Unambiguous: every component is percent-escaped for the separators (`% : = { } # ~`), so no
   two distinct descriptors produce the same key whatever their values contain.
@@ -87,7 +90,7 @@ def _counter_key(
         _entry(key, value, shared[i] if shared else None) for i, (key, value) in enumerate(entries)
     ]
     tag = _bounded(f"{escape(domain)}:{parts[0]}", TAG_BUDGET)
-    identity = f"{algorithm_tag}:{limit.requests_per_unit}/{limit.unit.seconds}:{limit.burst}"
+    identity = f"{algorithm_tag}:{limit.requests_per_unit}/{limit.window_seconds}:{limit.burst}"
     key = f"{prefix}{{{tag}}}:{identity}"
     if len(parts) > 1:
         key = f"{key}:{_bounded(':'.join(parts[1:]), TAIL_BUDGET)}"

@@ -29,6 +29,8 @@ class RuleFields(TypedDict):
     shadow_mode: bool
     detailed_metric: bool
     failure_mode: str
+    unit_multiplier: int | None
+    window: str | None  # the window in words (Limit.window_text)
 
 
 def rule_fields(rule: Rule) -> RuleFields:
@@ -49,12 +51,15 @@ def rule_fields(rule: Rule) -> RuleFields:
         "shadow_mode": rule.shadow_mode,
         "detailed_metric": rule.detailed_metric,
         "failure_mode": rule.failure_mode.value,
+        "unit_multiplier": None if limit is None else limit.unit_multiplier,
+        "window": None if limit is None else limit.window_text(),
     }
 
 
 def config_line(rule: Rule) -> str:
     """The rule's /rlconfig line: `<full key>: <settings> source=<file:line>`, every setting
-    as key=value; name, replaces, overdraft and detailed_metric only when set."""
+    as key=value; name, replaces, overdraft, unit_multiplier and detailed_metric only when
+    set."""
     fields = rule_fields(rule)
     if fields["unlimited"]:
         settings = ["unlimited"]
@@ -64,6 +69,8 @@ def config_line(rule: Rule) -> str:
         ]
         if fields["overdraft"]:
             settings.append(f"overdraft={fields['overdraft']}")
+        if fields["unit_multiplier"] != 1:
+            settings.append(f"unit_multiplier={fields['unit_multiplier']}")
     if fields["name"]:
         settings.append(f"name={fields['name']}")
     if fields["replaces"]:
@@ -76,7 +83,7 @@ def config_line(rule: Rule) -> str:
 
 
 def summary(rule: Rule) -> str:
-    """The rule in a few words for explain's text: `<full key> [name=] <algorithm> <n>/<unit>
+    """The rule in a few words for explain's text: `<full key> [name=] <algorithm> <n>/<window>
     [burst=] [overdraft=] [replaces=] [shadow_mode] [detailed_metric] failure_mode= (source)`;
     burst only where the algorithm has one that differs from the rate."""
     fields = rule_fields(rule)
@@ -87,7 +94,7 @@ def summary(rule: Rule) -> str:
     if algorithm is None:
         parts.append("unlimited")
     else:
-        parts.append(f"{algorithm} {rate}/{str(fields['unit']).lower()}")
+        parts.append(f"{algorithm} {rate}/{fields['window']}")
         if ALGORITHMS[algorithm].uses_burst and fields["burst"] != rate:
             parts.append(f"burst={fields['burst']}")
         if fields["overdraft"]:

@@ -67,6 +67,9 @@ class Limit:
     `burst` is the capacity of the bucket (token bucket) and defaults to requests_per_unit.
     `overdraft` is the most debt, in units of cost, that charges past the limit may run up
     (`overdraft: true`); 0 for a limit that rejects what it cannot take.
+    The window is `unit_multiplier` units (100 per 5 minutes). `calendar_zone`, set only for
+    calendar windows, is the IANA time zone whose calendar days, weeks, months or years the
+    windows follow (algorithms/calendar.py); otherwise windows align to the Unix epoch.
     """
 
     algorithm: str
@@ -74,11 +77,27 @@ class Limit:
     unit: Unit
     burst: int
     overdraft: int = 0
+    unit_multiplier: int = 1
+    calendar_zone: str | None = None
+
+    @property
+    def window_seconds(self) -> int:
+        """Length of the window in seconds (a calendar window's nominal length: months of
+        30 days, years of 365)."""
+        return self.unit.seconds * self.unit_multiplier
 
     @property
     def unit_us(self) -> int:
-        """Length of the unit in microseconds, the time base of every store."""
-        return self.unit.seconds * 1_000_000
+        """Length of the window in microseconds, the time base of every store."""
+        return self.window_seconds * 1_000_000
+
+    def window_text(self) -> str:
+        """The window in words: `minute`, `5 minutes`, `calendar month (Europe/Berlin)`."""
+        unit = self.unit.name.lower()
+        text = unit if self.unit_multiplier == 1 else f"{self.unit_multiplier} {unit}s"
+        if self.calendar_zone is not None:
+            text = f"calendar {text} ({self.calendar_zone})"
+        return text
 
 
 @dataclass(frozen=True, slots=True)

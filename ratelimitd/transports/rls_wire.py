@@ -76,6 +76,11 @@ def current_limits(statuses: Sequence[Status]) -> tuple[bytes, ...]:
         limit += bytes((0x10, _RESPONSE_UNITS[rule.limit.unit]))
         if rule.name:
             put_bytes(limit, 0x1A, rule.name.encode())
+        if rule.limit.unit_multiplier != 1:
+            # unit_multiplier (4), a UInt32Value: its value is field 1. Absent means 1.
+            multiplier = bytearray(b"\x08")
+            put_varint(multiplier, rule.limit.unit_multiplier)
+            put_bytes(limit, 0x22, multiplier)
         field = bytearray()
         put_bytes(field, 0x12, limit)  # current_limit
         fields.append(bytes(field))

@@ -45,7 +45,7 @@ def plot(report: Report, path: str, bin_us: int) -> None:
         ax.stairs(offered, edges, fill=True, color=_OFFERED_COLOR, label="offered")
         ax.stairs(admitted, edges, fill=True, color=_ADMITTED_COLOR, label="admitted")
         ax.axhline(
-            limit.requests_per_unit / limit.unit.seconds,
+            limit.requests_per_unit / limit.window_seconds,
             color="black",
             linestyle="--",
             linewidth=1,

@@ -17,8 +17,9 @@ def label(rule: Rule) -> str:
 
 
 def limit_text(limit: Limit) -> str:
-    """`10/second`, with `, burst 20` where the algorithm has a burst other than the rate."""
-    text = f"{limit.requests_per_unit}/{limit.unit.name.lower()}"
+    """`10/second` (`100/5 minutes`), with `, burst 20` where the algorithm has a burst
+    other than the rate."""
+    text = f"{limit.requests_per_unit}/{limit.window_text()}"
     if ALGORITHMS[limit.algorithm].uses_burst and limit.burst != limit.requests_per_unit:
         text += f", burst {limit.burst}"
     return text
@@ -54,6 +55,7 @@ def _rule_json(stats: RuleStats) -> dict[str, Any]:
         "algorithm": rule.limit.algorithm,
         "requests_per_unit": rule.limit.requests_per_unit,
         "unit": rule.limit.unit.name.lower(),
+        "unit_multiplier": rule.limit.unit_multiplier,
         "burst": rule.limit.burst,
         "shadow_mode": rule.shadow_mode,
         "offered": stats.offered,

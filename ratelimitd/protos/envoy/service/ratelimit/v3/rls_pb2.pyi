@@ -3,6 +3,7 @@ import datetime
 from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf import wrappers_pb2 as _wrappers_pb2
 from ratelimitd.protos.envoy.config.core.v3 import base_pb2 as _base_pb2
 from ratelimitd.protos.envoy.extensions.common.ratelimit.v3 import ratelimit_pb2 as _ratelimit_pb2
 from google.protobuf.internal import containers as _containers
@@ -35,7 +36,7 @@ class RateLimitResponse(_message.Message):
     OK: RateLimitResponse.Code
     OVER_LIMIT: RateLimitResponse.Code
     class RateLimit(_message.Message):
-        __slots__ = ("name", "requests_per_unit", "unit")
+        __slots__ = ("name", "requests_per_unit", "unit", "unit_multiplier")
         class Unit(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
             __slots__ = ()
             UNKNOWN: _ClassVar[RateLimitResponse.RateLimit.Unit]
@@ -57,10 +58,12 @@ class RateLimitResponse(_message.Message):
         NAME_FIELD_NUMBER: _ClassVar[int]
         REQUESTS_PER_UNIT_FIELD_NUMBER: _ClassVar[int]
         UNIT_FIELD_NUMBER: _ClassVar[int]
+        UNIT_MULTIPLIER_FIELD_NUMBER: _ClassVar[int]
         name: str
         requests_per_unit: int
         unit: RateLimitResponse.RateLimit.Unit
-        def __init__(self, name: _Optional[str] = ..., requests_per_unit: _Optional[int] = ..., unit: _Optional[_Union[RateLimitResponse.RateLimit.Unit, str]] = ...) -> None: ...
+        unit_multiplier: _wrappers_pb2.UInt32Value
+        def __init__(self, name: _Optional[str] = ..., requests_per_unit: _Optional[int] = ..., unit: _Optional[_Union[RateLimitResponse.RateLimit.Unit, str]] = ..., unit_multiplier: _Optional[_Union[_wrappers_pb2.UInt32Value, _Mapping]] = ...) -> None: ...
     class Quota(_message.Message):
         __slots__ = ("requests", "valid_until", "id")
         REQUESTS_FIELD_NUMBER: _ClassVar[int]
