@@ -1,8 +1,8 @@
 -- Fixed window: the same function as ratelimitd/algorithms/fixed_window.py.
 -- state: false, or "<window start us> <count>". Returns as token_bucket.lua does.
-algorithms.fixed_window = function(state, now, cost, allowed, unit_us, _, overdraft)
-  local start = now - (now % unit_us)
-  local until_end = start + unit_us - now
+algorithms.fixed_window = function(state, now, cost, allowed, unit, _, overdraft)
+  local start, finish = window_of(now, unit)
+  local until_end = finish - now
   local count = 0
   if state then
     local window, stored = decode_state(state)
@@ -27,9 +27,9 @@ end
 -- the end of its window: if that is shorter than what is left of the current window, the
 -- hit's window has ended since (a count in it no longer matters). Returns the new state (nil:
 -- nothing counted, as if never touched; `state` itself: nothing to change) and its ttl us.
-refunds.fixed_window = function(state, now, cost, _, unit_us, _, reset_us)
-  local start = now - (now % unit_us)
-  local until_end = start + unit_us - now
+refunds.fixed_window = function(state, now, cost, _, unit, _, reset_us)
+  local start, finish = window_of(now, unit)
+  local until_end = finish - now
   local window, count = decode_state(state)
   if reset_us < until_end or window ~= start then return state, 0 end
   count = count - cost

@@ -6,8 +6,8 @@
 --
 -- KEYS: the counter key of every hit to refund (a key may repeat).
 -- ARGV[1]: the current time in microseconds for tests, or "" (lua/clock.lua sets `now`).
--- ARGV[2]: space-separated tokens, 6 per hit: algorithm, requests_per_unit, window length us,
---          burst, cost, and the reset us that request.lua reported for the hit.
+-- ARGV[2]: space-separated tokens, 6 per hit: algorithm, requests_per_unit, window (as in
+--          lua/request.lua), burst, cost, and the reset us that request.lua reported for it.
 -- Returns nothing.
 
 local FIELDS = 6
@@ -21,7 +21,7 @@ for i, key in ipairs(KEYS) do
     local base = (i - 1) * FIELDS
     local refund = refunds[spec[base + 1]]
     local new_state, ttl = refund(state, now, tonumber(spec[base + 5]), tonumber(spec[base + 2]),
-      tonumber(spec[base + 3]), tonumber(spec[base + 4]), tonumber(spec[base + 6]))
+      read_unit(spec[base + 3]), tonumber(spec[base + 4]), tonumber(spec[base + 6]))
     if not new_state then
       redis.call('DEL', key)
     elseif new_state ~= state then

@@ -7,8 +7,9 @@
 -- ARGV[1]: the current time in microseconds for tests, or "" (lua/clock.lua sets `now`).
 -- ARGV[2]: the batch as space-separated tokens (one argument is far cheaper to send than
 --          thousands): the number of requests, then per request its number of hits followed
---          by 7 tokens per hit: algorithm, requests_per_unit, window length us, burst, overdraft
---          (the most debt; 0: none), cost, shadow (1/0).
+--          by 7 tokens per hit: algorithm, requests_per_unit, window (its length us, or a
+--          calendar window's boundaries: lua/window.lua), burst, overdraft (the most debt;
+--          0: none), cost, shadow (1/0).
 -- ARGV[3]: "dry" for a dry run (explain's peek): every answer is the same, but nothing is
 --          written, so the stored counters and their TTLs stay untouched. Absent otherwise.
 -- Returns 3 integers per hit: admitted (1/0), remaining, reset us.
@@ -32,7 +33,7 @@ end
 -- tokens start at base
 local function hit_args(base)
   return algorithms[spec[base]], tonumber(spec[base + 5]), tonumber(spec[base + 1]),
-    tonumber(spec[base + 2]), tonumber(spec[base + 3]), tonumber(spec[base + 4]),
+    read_unit(spec[base + 2]), tonumber(spec[base + 3]), tonumber(spec[base + 4]),
     spec[base + 6] == '1'
 end
 
@@ -45,11 +46,11 @@ for _ = 1, tonumber(spec[1]) do
   local rejected = false
   for i = 0, n - 1 do
     local key = KEYS[first_key + i]
-    local algorithm, cost, rate, unit_us, burst, overdraft, shadow = hit_args(arg + i * FIELDS)
+    local algorithm, cost, rate, unit, burst, overdraft, shadow = hit_args(arg + i * FIELDS)
     local state = staged[key]
     if state == nil then state = state_of(key) end
     local admitted, new_state, remaining, reset, ttl =
-      algorithm(state, now, cost, rate, unit_us, burst, overdraft)
+      algorithm(state, now, cost, rate, unit, burst, overdraft)
     tentative[i] = {admitted, remaining, reset, overdraft > 0}
     if new_state then -- admitted, or an overdraft charge
       staged[key] = new_state
@@ -71,9 +72,9 @@ for _ = 1, tonumber(spec[1]) do
     out[#out + 1] = r[1] and 1 or 0
     if rejected and not r[4] then
       -- Nothing is consumed: report the untouched counter, keeping each hit's own verdict.
-      local algorithm, _, rate, unit_us, burst, overdraft = hit_args(arg + i * FIELDS)
+      local algorithm, _, rate, unit, burst, overdraft = hit_args(arg + i * FIELDS)
       local _, _, remaining, reset =
-        algorithm(state_of(KEYS[first_key + i]), now, 0, rate, unit_us, burst, overdraft)
+        algorithm(state_of(KEYS[first_key + i]), now, 0, rate, unit, burst, overdraft)
       out[#out + 1] = remaining
       out[#out + 1] = r[1] and reset or r[3]
     else

@@ -3,7 +3,7 @@ unchanged against every store."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 import redis
@@ -46,6 +46,10 @@ class Driver:
         self.redis = redis_client
 
     def apply(self, *hits: Hit) -> list[Outcome]:
+        return self._run(self.store.apply(hits))
+
+    def apply_same(self, hits: Sequence[Hit]) -> list[Outcome]:
+        """Apply this very sequence of hits, as the engine passes a plan's hits every time."""
         return self._run(self.store.apply(hits))
 
     def hit(self, key: str, limit: Limit, cost: int = 1) -> Outcome:

@@ -46,6 +46,11 @@ PLAIN = [
     for name in sorted(ALGORITHMS)
     for per_unit, unit, burst, multiplier in SHAPES
 ]
+# Calendar windows (fixed windows only): days in Berlin, weeks in New York.
+PLAIN += [
+    dataclasses.replace(limit("fixed_window", 6, Unit.DAY), calendar_zone="Europe/Berlin"),
+    dataclasses.replace(limit("fixed_window", 9, Unit.WEEK), calendar_zone="America/New_York"),
+]
 # The same with overdraft: charges past the limit kept, as debt of at most 4.
 LIMITS = PLAIN + [dataclasses.replace(x, overdraft=4) for x in PLAIN if x.requests_per_unit]
 # The limits whose refunds across slots are exact.
@@ -63,10 +68,11 @@ def hits_of(limits: Sequence[Limit]) -> st.SearchStrategy[Pick]:
 
 
 def steps_of(request: st.SearchStrategy[R]) -> st.SearchStrategy[list[tuple[int, list[R]]]]:
-    """Time steps in microseconds, each with the requests sent together after it."""
+    """Time steps in microseconds, each with the requests sent together after it (now and
+    then across a calendar day)."""
     return st.lists(
         st.tuples(
-            st.one_of(st.integers(0, 3 * S), st.integers(0, 90 * S)),
+            st.one_of(st.integers(0, 3 * S), st.integers(0, 90 * S), st.integers(0, 86_400 * S)),
             st.lists(request, min_size=1, max_size=3),
         ),
         min_size=1,

@@ -1,6 +1,6 @@
 """Fixed window, as envoyproxy/ratelimit counts: windows of one unit (or `unit_multiplier`
-units: Limit.unit_us) aligned to the Unix epoch; a hit passes when the window's count plus
-its cost stays within requests_per_unit.
+units: Limit.unit_us) aligned to the Unix epoch, or calendar windows (algorithms.windows);
+a hit passes when the window's count plus its cost stays within requests_per_unit.
 
 Unlike the reference, a rejected hit does not increase the count, so a client hammering a
 closed window does not change what it gets once the window reopens. A cost of 0 only asks
@@ -16,18 +16,18 @@ from __future__ import annotations
 from typing import cast
 
 from ratelimitd.algorithms.base import Algorithm, Evaluation, State
+from ratelimitd.algorithms.windows import window
 from ratelimitd.model.rules import Limit
 
 
 def evaluate(state: State | None, now_us: int, limit: Limit, cost: int) -> Evaluation:
     """Offer `cost` to the window containing `now_us`."""
-    unit_us = limit.unit_us
-    start = now_us - now_us % unit_us
-    until_end = start + unit_us - now_us
+    start, end = window(limit, now_us)
+    until_end = end - now_us
     count = 0
     if state is not None:
-        window, stored = cast(tuple[int, int], state)
-        if window == start:
+        stored_start, stored = cast(tuple[int, int], state)
+        if stored_start == start:
             count = stored
     allowed = limit.requests_per_unit
     if count + max(cost, 1) > allowed:

@@ -1,5 +1,5 @@
-"""What makes a `burst` or a window invalid, for rules written out in full and for tenants'
-overrides."""
+"""What makes a `burst` or a window (its length, a calendar's unit and algorithm) invalid,
+for rules written out in full and for tenants' overrides."""
 
 from __future__ import annotations
 
@@ -19,6 +19,24 @@ def burst_problem(
         return "burst needs a limit with requests_per_unit > 0"
     if window_seconds is not None and burst * window_seconds > MAX_REFILL_SECONDS * per_unit:
         return f"burst {burst} would take more than 10 years to refill"
+    return None
+
+
+CALENDAR_UNITS = (Unit.DAY, Unit.WEEK, Unit.MONTH, Unit.YEAR)
+# The algorithms whose windows can follow a calendar (algorithms/windows.py).
+CALENDAR_ALGORITHMS = ("fixed_window",)
+
+
+def calendar_problem(unit: Unit, algorithm: str) -> str | None:
+    """Why a calendar window cannot have this unit or algorithm, or None when it can."""
+    if unit not in CALENDAR_UNITS:
+        units = ", ".join(u.name.lower() for u in CALENDAR_UNITS)
+        return f"calendar windows are {units}; not {unit.name.lower()}"
+    if algorithm not in CALENDAR_ALGORITHMS:
+        return (
+            f"calendar windows are fixed windows: algorithm {algorithm} cannot have one "
+            f"(use {' or '.join(CALENDAR_ALGORITHMS)}, the default with 'calendar: true')"
+        )
     return None
 
 

@@ -7,7 +7,13 @@ from dataclasses import dataclass, replace
 import yaml
 
 from ratelimitd.config.burst import burst_problem
-from ratelimitd.config.windows import WINDOW_FIELDS, read_multiplier
+from ratelimitd.config.windows import (
+    CALENDAR_ALGORITHM,
+    WINDOW_FIELDS,
+    read_calendar,
+    read_multiplier,
+    read_zone,
+)
 from ratelimitd.config.yamlnodes import NULL_TAG, UINT32_MAX, Fields, NodeReader
 from ratelimitd.model.rules import (
     Defaults,
@@ -20,7 +26,7 @@ from ratelimitd.model.rules import (
     key_path,
 )
 
-DEFAULTS_FIELDS = ("algorithm", "failure_mode")
+DEFAULTS_FIELDS = ("algorithm", "failure_mode", "timezone")
 DESCRIPTOR_FIELDS = (
     "key",
     "value",
@@ -50,10 +56,14 @@ REPLACES_FIELDS = ("name",)
 def read_defaults(nodes: NodeReader, node: yaml.Node, base: Defaults) -> Defaults:
     """A file's `defaults:` block over `base` (the command line's defaults)."""
     fields = nodes.mapping(node, DEFAULTS_FIELDS, "defaults") or {}
+    zone = base.timezone
+    if "timezone" in fields:
+        zone = read_zone(nodes, fields["timezone"]) or zone
     return replace(
         base,
         algorithm=nodes.algorithm(fields.get("algorithm"), base.algorithm),
         failure_mode=nodes.failure_mode(fields.get("failure_mode"), base.failure_mode),
+        timezone=zone,
     )
 
 
@@ -166,7 +176,9 @@ class DescriptorReader:
         elif not unlimited:
             nodes.error(node, "rate_limit needs a 'unit' (or 'unlimited: true')")
         rpu = nodes.integer(fields.get("requests_per_unit"), "requests_per_unit", 0, UINT32_MAX)
-        algorithm = nodes.algorithm(fields.get("algorithm"), self.defaults.algorithm)
+        own_algorithm = nodes.algorithm(fields.get("algorithm"), "") or None
+        zone = read_calendar(nodes, fields, unit, own_algorithm, self.defaults.timezone)
+        algorithm = own_algorithm or (CALENDAR_ALGORITHM if zone else self.defaults.algorithm)
         multiplier = read_multiplier(nodes, fields, unit)
         burst = nodes.integer(fields.get("burst"), "burst", 1, UINT32_MAX)
         if burst is not None:
@@ -186,7 +198,7 @@ class DescriptorReader:
             capacity = burst if burst is not None else per_unit
             # Up to one full bucket (or window) of debt unless told otherwise.
             debt = (max_debt or capacity) if overdraft else 0
-            limit = Limit(algorithm, per_unit, unit, capacity, debt, multiplier)
+            limit = Limit(algorithm, per_unit, unit, capacity, debt, multiplier, zone)
         rule = Rule(
             domain=self.domain,
             full_key=full_key,

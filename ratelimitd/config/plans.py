@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from ratelimitd.algorithms import ALGORITHMS
-from ratelimitd.config.burst import burst_problem, window_problem
+from ratelimitd.config.burst import burst_problem, calendar_problem, window_problem
 from ratelimitd.model.rules import (
     FailureMode,
     KeyIndex,
@@ -186,7 +186,11 @@ def _overridden(
         if problem is not None:
             raise ExpansionError(override.source, f"tenant '{tenant.name}': {problem}")
     overdraft = base.overdraft if base is not None else 0
-    limit = Limit(algorithm, per_unit, unit, burst, overdraft, multiplier)
+    zone = base.calendar_zone if base is not None else None
+    problem = calendar_problem(unit, algorithm) if zone is not None else None
+    if problem is not None:
+        raise ExpansionError(override.source, f"tenant '{tenant.name}': {problem}")
+    limit = Limit(algorithm, per_unit, unit, burst, overdraft, multiplier, zone)
     return dataclasses.replace(
         rule, full_key=full_key, limit=limit, failure_mode=failure_mode, source=override.source
     )

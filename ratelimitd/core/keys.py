@@ -6,7 +6,8 @@ identity (algorithm and parameters), so that a changed rule never reads another 
     rl:{<domain>:<key1>=<value1>}:<algorithm>:<per_unit>/<window s>:<burst>[:<key>=<value>]...
 
 (`<window s>`: the unit's seconds times unit_multiplier, so 100 per minute and 100 per
-5 minutes never share a counter.)
+5 minutes never share a counter; `<window s>@<zone>` for a calendar window, so it shares
+none with a window from the epoch or in another zone.)
 
 - Unambiguous: every component is percent-escaped for the separators (`% : = { } # ~`), so no
   two distinct descriptors produce the same key whatever their values contain.
@@ -90,7 +91,10 @@ def _counter_key(
         _entry(key, value, shared[i] if shared else None) for i, (key, value) in enumerate(entries)
     ]
     tag = _bounded(f"{escape(domain)}:{parts[0]}", TAG_BUDGET)
-    identity = f"{algorithm_tag}:{limit.requests_per_unit}/{limit.window_seconds}:{limit.burst}"
+    window = str(limit.window_seconds)
+    if limit.calendar_zone is not None:
+        window += f"@{escape(limit.calendar_zone)}"
+    identity = f"{algorithm_tag}:{limit.requests_per_unit}/{window}:{limit.burst}"
     key = f"{prefix}{{{tag}}}:{identity}"
     if len(parts) > 1:
         key = f"{key}:{_bounded(':'.join(parts[1:]), TAIL_BUDGET)}"

@@ -31,6 +31,7 @@ class RuleFields(TypedDict):
     failure_mode: str
     unit_multiplier: int | None
     window: str | None  # the window in words (Limit.window_text)
+    calendar: str | None  # the time zone of a calendar window
 
 
 def rule_fields(rule: Rule) -> RuleFields:
@@ -53,13 +54,14 @@ def rule_fields(rule: Rule) -> RuleFields:
         "failure_mode": rule.failure_mode.value,
         "unit_multiplier": None if limit is None else limit.unit_multiplier,
         "window": None if limit is None else limit.window_text(),
+        "calendar": None if limit is None else limit.calendar_zone,
     }
 
 
 def config_line(rule: Rule) -> str:
     """The rule's /rlconfig line: `<full key>: <settings> source=<file:line>`, every setting
-    as key=value; name, replaces, overdraft, unit_multiplier and detailed_metric only when
-    set."""
+    as key=value; name, replaces, overdraft, unit_multiplier, calendar (its time zone) and
+    detailed_metric only when set."""
     fields = rule_fields(rule)
     if fields["unlimited"]:
         settings = ["unlimited"]
@@ -71,6 +73,8 @@ def config_line(rule: Rule) -> str:
             settings.append(f"overdraft={fields['overdraft']}")
         if fields["unit_multiplier"] != 1:
             settings.append(f"unit_multiplier={fields['unit_multiplier']}")
+        if fields["calendar"]:
+            settings.append(f"calendar={fields['calendar']}")
     if fields["name"]:
         settings.append(f"name={fields['name']}")
     if fields["replaces"]:

@@ -198,6 +198,7 @@ class Defaults:
 
     algorithm: str = DEFAULT_ALGORITHM
     failure_mode: FailureMode = FailureMode.ALLOW
+    timezone: str = "UTC"  # of calendar windows
 
 
 @dataclass(frozen=True, slots=True)

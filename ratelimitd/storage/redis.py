@@ -17,11 +17,12 @@ from redis.asyncio.connection import RedisSSLContext
 from redis.exceptions import RedisError
 
 from ratelimitd.algorithms import ALGORITHMS, Hit, Outcome
+from ratelimitd.algorithms.windows import boundaries
 from ratelimitd.model.observer import NO_OBSERVER, Observer
 from ratelimitd.model.rules import Limit
 from ratelimitd.storage.base import StoreError
 from ratelimitd.storage.breaker import CircuitBreaker
-from ratelimitd.storage.clock import Clock
+from ratelimitd.storage.clock import Clock, wall_clock_us
 from ratelimitd.storage.resp import RespClient, RespError
 from ratelimitd.storage.round_trips import RoundTripStore
 
@@ -32,11 +33,12 @@ REFUND_DRIVER = "refund.lua"
 
 
 def script_source(driver: str = REQUEST_DRIVER) -> str:
-    """A script: the state encoding of lua/state.lua, every algorithm's functions (evaluation
-    and refund), the clock, then `driver`: the batch evaluation of lua/request.lua or the
-    refunds of lua/refund.lua."""
+    """A script: the state encoding of lua/state.lua, windows (lua/window.lua), every
+    algorithm's functions (evaluation and refund), the clock, then `driver`: the batch
+    evaluation of lua/request.lua or the refunds of lua/refund.lua."""
     lua = resources.files("ratelimitd").joinpath("lua")
-    parts = ["local algorithms, refunds = {}, {}", lua.joinpath("state.lua").read_text()]
+    parts = ["local algorithms, refunds = {}, {}"]
+    parts += [lua.joinpath(name).read_text() for name in ("state.lua", "window.lua")]
     parts += [lua.joinpath(f"{name}.lua").read_text() for name in sorted(ALGORITHMS)]
     parts += [lua.joinpath("clock.lua").read_text(), lua.joinpath(driver).read_text()]
     return "\n".join(parts)
@@ -48,14 +50,35 @@ def _limit_tokens(limit: Limit) -> str:
     return f"{limit.algorithm} {limit.requests_per_unit} {limit.unit_us} {limit.burst}"
 
 
-def hit_tokens(hits: Sequence[Hit]) -> str:
+def limit_tokens(limit: Limit, now_us: int) -> str:
+    """A limit's tokens: algorithm, requests_per_unit, window, burst. The window is its length
+    in us or, for a calendar window, the boundaries around `now_us`, the replica's time,
+    among which the script picks by Redis' time (lua/window.lua)."""
+    if limit.calendar_zone is None:
+        return _limit_tokens(limit)
+    bounds = ",".join(str(bound) for bound in boundaries(limit, now_us))
+    return f"{limit.algorithm} {limit.requests_per_unit} {bounds} {limit.burst}"
+
+
+def tokens_valid(hits: Sequence[Hit], now_us: int) -> tuple[int, int]:
+    """From when until when hit_tokens(hits, now_us) stays the same: always, unless a hit has
+    a calendar window, whose boundaries move on when its window ends."""
+    since, until = 0, _FOREVER
+    for hit in hits:
+        if hit.limit.calendar_zone is not None:
+            bounds = boundaries(hit.limit, now_us)
+            since, until = max(since, bounds[1]), min(until, bounds[2])
+    return since, until
+
+
+def hit_tokens(hits: Sequence[Hit], now_us: int) -> str:
     """One request's part of the script's batch argument (see lua/request.lua): its number
     of hits, then each hit's limit, overdraft, cost and shadow flag."""
     tokens = [str(len(hits))]
     for hit in hits:
         limit = hit.limit
         tokens += (
-            _limit_tokens(limit),
+            limit_tokens(limit, now_us),
             str(limit.overdraft),
             str(hit.cost),
             "1" if hit.shadow else "0",
@@ -66,12 +89,12 @@ def hit_tokens(hits: Sequence[Hit]) -> str:
 def encode(
     requests: Sequence[Sequence[Hit]],
     now: str,
+    tokens: Callable[[Sequence[Hit]], str],
     dry_run: bool = False,
-    tokens: Callable[[Sequence[Hit]], str] = hit_tokens,
 ) -> tuple[list[str], list[str]]:
     """KEYS and ARGV of one script call evaluating `requests` in order (see lua/request.lua);
-    with `dry_run` the script answers the same but writes nothing. `tokens` is hit_tokens,
-    or a memo of it."""
+    with `dry_run` the script answers the same but writes nothing. `tokens` is hit_tokens at
+    the replica's time, or a memo of it."""
     keys: list[str] = []
     parts = [str(len(requests))]
     for hits in requests:
@@ -83,11 +106,15 @@ def encode(
     return keys, args
 
 
-def encode_refunds(refunds: Sequence[tuple[Hit, int]], now: str) -> tuple[list[str], list[str]]:
+def encode_refunds(
+    refunds: Sequence[tuple[Hit, int]], now: str, now_us: int
+) -> tuple[list[str], list[str]]:
     """KEYS and ARGV of one refund script call (see lua/refund.lua): each admitted hit to give
     back, with the reset the request script reported for it."""
     keys = [hit.key for hit, _ in refunds]
-    tokens = [f"{_limit_tokens(hit.limit)} {hit.cost} {reset_us}" for hit, reset_us in refunds]
+    tokens = [
+        f"{limit_tokens(hit.limit, now_us)} {hit.cost} {reset_us}" for hit, reset_us in refunds
+    ]
     return keys, [now, " ".join(tokens)]
 
 
@@ -121,6 +148,7 @@ def load_script(driver: str) -> Script:
 
 # Requests' tokens kept by the hits object they were made from (see ScriptRunner._tokens).
 _TOKENS_KEPT = 10_000
+_FOREVER = 2**63
 
 
 class ScriptRunner:
@@ -132,34 +160,41 @@ class ScriptRunner:
         self.request = load_script(REQUEST_DRIVER)
         self.refund = load_script(REFUND_DRIVER)
         self._clock = clock
-        self._tokens_of: dict[int, tuple[Sequence[Hit], str]] = {}
+        # id(hits) -> (hits, their tokens, from when until when the tokens hold)
+        self._tokens_of: dict[int, tuple[Sequence[Hit], str, int, int]] = {}
 
-    def _tokens(self, hits: Sequence[Hit]) -> str:
-        """hit_tokens(hits), kept by identity: the engine plans a request once and passes
-        the same hits object for every identical request."""
+    def _tokens(self, hits: Sequence[Hit], now_us: int) -> str:
+        """hit_tokens(hits, now_us), kept by identity while they hold: the engine plans a
+        request once and passes the same hits object for every identical request."""
         kept = self._tokens_of.get(id(hits))
-        if kept is not None and kept[0] is hits:
+        if kept is not None and kept[0] is hits and kept[2] <= now_us < kept[3]:
             return kept[1]
-        tokens = hit_tokens(hits)
+        tokens = hit_tokens(hits, now_us)
         if len(self._tokens_of) >= _TOKENS_KEPT:
             self._tokens_of.clear()
         # Holding `hits` keeps its id from being reused while the entry exists.
-        self._tokens_of[id(hits)] = (hits, tokens)
+        self._tokens_of[id(hits)] = (hits, tokens, *tokens_valid(hits, now_us))
         return tokens
 
     def request_call(self, requests: Sequence[Sequence[Hit]], dry_run: bool = False) -> list[Any]:
         """EVALSHA arguments evaluating `requests` in order (see lua/request.lua); committing
         nothing with `dry_run`."""
-        keys, args = encode(requests, self._now(), dry_run, self._tokens)
+        now, now_us = self._now()
+        keys, args = encode(requests, now, lambda hits: self._tokens(hits, now_us), dry_run)
         return [self.request.sha, len(keys), *keys, *args]
 
     def refund_call(self, refunds: Sequence[tuple[Hit, int]]) -> list[Any]:
         """EVALSHA arguments giving back `refunds` (see lua/refund.lua)."""
-        keys, args = encode_refunds(refunds, self._now())
+        keys, args = encode_refunds(refunds, *self._now())
         return [self.refund.sha, len(keys), *keys, *args]
 
-    def _now(self) -> str:
-        return str(self._clock()) if self._clock else ""
+    def _now(self) -> tuple[str, int]:
+        """The script's time argument ("": Redis TIME) and the replica's time, around which
+        calendar windows' boundaries are computed."""
+        if self._clock is None:
+            return "", wall_clock_us()
+        now_us = self._clock()
+        return str(now_us), now_us
 
     async def run(
         self, client: RespClient, requests: Sequence[Sequence[Hit]], dry_run: bool = False
