@@ -14,6 +14,7 @@ import pytest
 
 from ratelimitd.algorithms import Hit, Outcome
 from ratelimitd.core.engine import Engine
+from ratelimitd.core.rule_fields import config_line, summary
 from ratelimitd.model.messages import Code, Descriptor, Request
 from ratelimitd.model.rules import Limit, Unit
 from ratelimitd.storage.clock import FakeClock
@@ -198,6 +199,12 @@ def test_config_reads_calendar_windows(tmp_path: Path) -> None:
         "d.tenant@business": ("fixed_window", Unit.MONTH, "Europe/Berlin"),
         "d.tenant_acme": ("fixed_window", Unit.YEAR, "Europe/Berlin"),
     }
+    line = config_line(rule_at(config, "d.k"))
+    assert "algorithm=fixed_window unit=DAY" in line
+    assert " calendar=Asia/Tokyo " in line
+    assert summary(rule_at(config, "d.k")).startswith(
+        "d.k fixed_window 5/calendar day (Asia/Tokyo)"
+    )
 
 
 @pytest.mark.parametrize(
