@@ -215,3 +215,42 @@ def test_check_prints_the_warnings_and_succeeds(
         "'requests_per_unit' (first at line 6): the later value is used",
         f"ok: {path}",
     ]
+
+
+def test_a_mapping_merged_into_itself_is_an_error(tmp_path: Path) -> None:
+    text = """
+    domain: d
+    descriptors:
+      - key: a
+        rate_limit: &r {unit: second, requests_per_unit: 1, <<: *r}
+    """
+    assert_one_error(tmp_path, text, "&r", ("merges a mapping into itself",))
+
+
+def test_metadata_containing_itself_is_an_error(tmp_path: Path) -> None:
+    text = """
+    domain: d
+    descriptors:
+      - key: a
+        metadata: &m {self: *m}
+        rate_limit: {unit: second, requests_per_unit: 1}
+    """
+    assert_one_error(tmp_path, text, "&m", ("'metadata' contains itself",))
+
+
+def test_metadata_reads_as_plain_data(tmp_path: Path) -> None:
+    text = """
+    domain: d
+    descriptors:
+      - key: a
+        metadata:
+          defaults: &shared {tier: gold, weight: 2}
+          merged: {<<: *shared, weight: 5}
+          list: [1, 2.5, true, ~, text, 2026-01-01]
+        rate_limit: {unit: second, requests_per_unit: 1}
+    """
+    assert rule_at(load_text(tmp_path, text), "d.a").metadata == {
+        "defaults": {"tier": "gold", "weight": 2.0},
+        "merged": {"tier": "gold", "weight": 5.0},
+        "list": [1.0, 2.5, True, None, "text", "2026-01-01"],
+    }

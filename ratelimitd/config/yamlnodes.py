@@ -136,10 +136,13 @@ class NodeReader:
             message = f"duplicate key '{key_node.value}' (first at line {first})"
         self.warning(key_node if not merged else earlier[0], f"{message}: the later value is used")
 
-    def pairs(self, node: yaml.MappingNode) -> list[tuple[yaml.Node, yaml.Node, bool]]:
+    def pairs(
+        self, node: yaml.MappingNode, within: frozenset[int] = frozenset()
+    ) -> list[tuple[yaml.Node, yaml.Node, bool]]:
         """A mapping's (key, value, merged) in the order yaml.v2 applies them: a merge key's
         mappings at its place (of a list of them, the last first, so the first wins), each
-        pair marked whether it came from a merge."""
+        pair marked whether it came from a merge. `within`: the mappings being expanded."""
+        within |= {id(node)}
         found: list[tuple[yaml.Node, yaml.Node, bool]] = []
         for key_node, value_node in node.value:
             if key_node.tag != _MERGE_TAG:
@@ -149,14 +152,23 @@ class NodeReader:
             for source in reversed(merged):
                 if not isinstance(source, yaml.MappingNode):
                     self.error(source, "a merge key ('<<') takes a mapping or a list of mappings")
-                    continue
-                found += [(k, v, True) for k, v, _ in self.pairs(source)]
+                elif id(source) in within:
+                    self.error(key_node, "a merge key ('<<') merges a mapping into itself")
+                else:
+                    found += [(k, v, True) for k, v, _ in self.pairs(source, within)]
         return found
 
-    def free_value(self, node: yaml.Node, what: str) -> object:
+    def free_value(
+        self, node: yaml.Node, what: str, within: frozenset[int] = frozenset()
+    ) -> object:
         """A node as plain data (mappings with string keys, lists, strings, numbers, booleans,
-        None): scalars other than numbers, booleans and null stay the text written."""
+        None): scalars other than numbers, booleans and null stay the text written.
+        `within`: the collections being read (an alias to one of them is an error)."""
+        if id(node) in within:
+            self.error(node, f"'{what}' contains itself (an alias to an enclosing anchor)")
+            return None
         if isinstance(node, yaml.MappingNode):
+            within |= {id(node)}
             value: dict[str, object] = {}
             seen: dict[str, tuple[yaml.Node, bool]] = {}
             for key_node, value_node, merged in self.pairs(node):
@@ -165,10 +177,11 @@ class NodeReader:
                     continue
                 self._note_override(seen.get(key_node.value), key_node, merged)
                 seen[key_node.value] = (key_node, merged)
-                value[key_node.value] = self.free_value(value_node, what)
+                value[key_node.value] = self.free_value(value_node, what, within)
             return value
         if isinstance(node, yaml.SequenceNode):
-            return [self.free_value(item, what) for item in node.value]
+            within |= {id(node)}
+            return [self.free_value(item, what, within) for item in node.value]
         if node.tag in (_INT_TAG, _FLOAT_TAG, _BOOL_TAG, NULL_TAG):
             plain = self._constructor.construct_object(node)
             return float(plain) if isinstance(plain, int) and not isinstance(plain, bool) else plain
