@@ -17,7 +17,7 @@ from ratelimitd import __version__
 from ratelimitd.app import build, reference_env
 from ratelimitd.app.settings import add_serve_arguments, settings_from
 from ratelimitd.config.errors import InvalidConfigError
-from ratelimitd.config.loader import check_paths, load_config
+from ratelimitd.config.loader import check_files, load_config
 from ratelimitd.core.engine import Engine
 from ratelimitd.core.validation import validate
 from ratelimitd.model.messages import Descriptor, Request
@@ -74,9 +74,11 @@ def _run(argv: Sequence[str] | None, environ: Mapping[str, str] | None) -> int:
     parser = build_parser(env)
     args = parser.parse_args(argv)
     if args.command == "check":
-        errors = check_paths(args.paths)
+        errors, warnings = check_files(args.paths)
         for error in errors:
             print(error)
+        for warning in warnings:
+            print(f"warning: {warning}")
         if not errors:
             print(f"ok: {', '.join(args.paths)}")
         return 1 if errors else 0

@@ -55,7 +55,12 @@ def main() -> None:
         raise SystemExit("invalid config")
     clock = FakeClock()
     engine = build_engine(settings, config, MemoryStore(clock))
-    rpc = Rpc(engine, Readiness(serving=True), settings.authz_domain)
+    rpc = Rpc(
+        engine,
+        Readiness(serving=True),
+        settings.authz_domain,
+        dynamic_metadata=settings.response_dynamic_metadata,
+    )
     asyncio.run(serve_lines(rpc, clock, answers))
 
 

@@ -117,20 +117,6 @@ ONE_ERROR = [
         ("route=/x",),
         id="duplicate-siblings-in-a-nested-level",
     ),
-    pytest.param(
-        """
-        domain: d
-        descriptors:
-          - key: a
-            rate_limit:
-              unit: second
-              requests_per_unit: 1
-              requests_per_unit: 2
-        """,
-        7,
-        ("duplicate key 'requests_per_unit'", "first at line 6"),
-        id="duplicate-yaml-mapping-key",
-    ),
     # unknown keys
     pytest.param(
         """

@@ -4,6 +4,7 @@ a second Envoy listener answering 200 directly."""
 
 from __future__ import annotations
 
+import http.client
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -13,13 +14,15 @@ import pytest
 
 from tests.conftest import (
     REPO,
+    STARTUP_TIMEOUT_S,
     Ratelimitd,
     RatelimitdFactory,
     RedisServer,
     free_port,
     start_redis,
+    wait_until,
 )
-from tests.envoy_local import BOOTSTRAP, HOST, local_bootstrap, ratelimit_filter
+from tests.envoy_local import BOOTSTRAP, HOST, ingress_manager, local_bootstrap, ratelimit_filter
 from tests.envoy_process import Envoy, assert_envoy_accepts, run_envoy
 
 RATELIMITD_CONFIG = REPO / "envoy" / "ratelimitd.yaml"
@@ -175,6 +178,61 @@ def test_problem_json_body_reaches_the_client(
     problem = json.loads(limited.body)
     assert [entry["name"] for entry in problem["limits"]] == ["tenant_slow"]
     assert problem["retry_after_seconds"] == int(limited.header("retry-after")[0])
+
+
+FILE_ACCESS_LOG = "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog"
+ACCESS_LOG_FORMAT = (
+    "%RESPONSE_CODE% %DYNAMIC_METADATA(envoy.filters.http.ratelimit:firedLimit)% "
+    "%DYNAMIC_METADATA(envoy.filters.http.ratelimit:domain)%\n"
+)
+
+
+def reopen_logs(proxy: Envoy) -> None:
+    """Ask Envoy's admin to reopen (so first flush) its access logs."""
+    connection = http.client.HTTPConnection(HOST, proxy.admin_port, timeout=10)
+    try:
+        connection.request("POST", "/reopen_logs")
+        connection.getresponse().read()
+    finally:
+        connection.close()
+
+
+def test_the_access_log_names_the_limit_that_fired(
+    ratelimitd: RatelimitdFactory,
+    redis_url: str,
+    transport: str,
+    tmp_path: Path,
+    proxies: list[Envoy],
+) -> None:
+    server = ratelimitd(
+        RATELIMITD_CONFIG, "--response-dynamic-metadata", redis_url=redis_url, transport=transport
+    )
+    port, admin_port = free_port(), free_port()
+    doc = bootstrap(server.grpc_port, port=port, admin_port=admin_port)
+    access_log = tmp_path / "access.log"
+    ingress_manager(doc)["access_log"] = [
+        {
+            "name": "envoy.access_loggers.file",
+            "typed_config": {
+                "@type": FILE_ACCESS_LOG,
+                "path": str(access_log),
+                "log_format": {"text_format_source": {"inline_string": ACCESS_LOG_FORMAT}},
+            },
+        }
+    ]
+    proxy = run_envoy(tmp_path, doc, proxies)
+    assert [proxy.get("/slow", x_tenant_id="t8").status for _ in range(3)] == [200, 200, 429]
+
+    def logged() -> bool:
+        reopen_logs(proxy)  # Envoy writes out its buffered access log lines
+        return access_log.exists() and len(access_log.read_text().splitlines()) == 3
+
+    wait_until(logged, STARTUP_TIMEOUT_S, "three access log lines")
+    assert access_log.read_text().splitlines() == [
+        "200 - edge",
+        "200 - edge",
+        "429 tenant_slow edge",
+    ]
 
 
 def test_shipped_bootstrap_validates() -> None:

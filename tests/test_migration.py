@@ -182,6 +182,8 @@ def test_ports_and_hosts_make_listen_addresses(
         ("LOG_FORMAT", "JSON", "log_format", "json"),
         ("SHADOW_MODE", "false", "shadow_mode", False),
         ("SHADOW_MODE", "1", "shadow_mode", True),
+        ("RESPONSE_DYNAMIC_METADATA", "true", "response_dynamic_metadata", True),
+        ("RESPONSE_DYNAMIC_METADATA", "F", "response_dynamic_metadata", False),
         ("NEAR_LIMIT_RATIO", "0.75", "near_limit_ratio", 0.75),
         ("CACHE_KEY_PREFIX", "ratelimit:", "key_prefix", "ratelimit:"),
         ("LOCAL_CACHE_SIZE_IN_BYTES", "0", "local_cache_size", 0),

@@ -15,6 +15,7 @@ import pytest
 from envoy.extensions.common.ratelimit.v3 import ratelimit_pb2
 from envoy.service.auth.v3 import external_auth_pb2
 from envoy.service.ratelimit.v3 import rls_pb2
+from google.protobuf import json_format
 from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2
 
@@ -91,12 +92,21 @@ def parse(message: Message, data: bytes) -> Message:
     return message
 
 
-@pytest.fixture(scope="module")
-def driver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Driver]:
+def run_driver(tmp_path_factory: pytest.TempPathFactory, *flags: str) -> Iterator[Driver]:
+    """A Driver for CONFIG with the given `serve` flags, ended after the tests using it."""
     config = tmp_path_factory.mktemp("rpc") / "api.yaml"
     config.write_text(CONFIG)
     process = subprocess.Popen(
-        [sys.executable, "-m", "tests.rpc_driver", "--config", str(config), "--log-level", "error"],
+        [
+            sys.executable,
+            "-m",
+            "tests.rpc_driver",
+            "--config",
+            str(config),
+            "--log-level",
+            "error",
+            *flags,
+        ],
         cwd=REPO,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
@@ -108,6 +118,16 @@ def driver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Driver]:
         assert process.stdin is not None
         process.stdin.close()
         assert process.wait(timeout=30) == 0
+
+
+@pytest.fixture(scope="module")
+def driver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Driver]:
+    yield from run_driver(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def metadata_driver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Driver]:
+    yield from run_driver(tmp_path_factory, "--response-dynamic-metadata")
 
 
 def tenant(name: str) -> tuple[tuple[str, str], ...]:
@@ -221,3 +241,36 @@ def test_health_check_of_an_unknown_service_is_not_found(driver: Driver) -> None
     with pytest.raises(RefusedError) as refused:
         driver.send("health", request)
     assert refused.value.status == NOT_FOUND
+
+
+# -- dynamic metadata (--response-dynamic-metadata) ------------------------------------------
+
+
+def test_answers_carry_no_dynamic_metadata_unless_asked(driver: Driver) -> None:
+    assert not driver.rls(tenant("quiet")).HasField("dynamic_metadata")
+
+
+def test_dynamic_metadata_names_the_request_and_the_limit_that_fired(
+    metadata_driver: Driver,
+) -> None:
+    answers = [metadata_driver.rls(tenant("md"), (("plan", "free"),)) for _ in range(2)]
+    first, over = (json_format.MessageToDict(a.dynamic_metadata) for a in answers)
+    descriptors = [{"entries": ["tenant=md"]}, {"entries": ["plan=free"]}]
+    assert first == {"domain": "api", "descriptors": descriptors}
+    assert over == {
+        "domain": "api",
+        "descriptors": descriptors,
+        "overLimit": [{"name": "api.plan_free", "remaining": 0.0, "resetSeconds": 60.0}],
+        "firedLimit": "api.plan_free",
+    }
+
+
+def test_an_unknown_domain_carries_dynamic_metadata(metadata_driver: Driver) -> None:
+    request = rls_pb2.RateLimitRequest(domain="elsewhere", hits_addend=3)
+    request.descriptors.add().entries.add(key="k", value="v")
+    answer = rls_pb2.RateLimitResponse.FromString(metadata_driver.send("rls", serialize(request)))
+    assert json_format.MessageToDict(answer.dynamic_metadata) == {
+        "domain": "elsewhere",
+        "hitsAddend": 3.0,
+        "descriptors": [{"entries": ["k=v"]}],
+    }

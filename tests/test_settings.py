@@ -74,6 +74,7 @@ def test_every_flag_reads_its_environment_variable() -> None:
         "RATELIMITD_MAX_KEY_LENGTH": "32",
         "RATELIMITD_MAX_VALUE_LENGTH": "64",
         "RATELIMITD_MAX_STREAMS_PER_CONNECTION": "8",
+        "RATELIMITD_RESPONSE_DYNAMIC_METADATA": "true",
     }
     assert parse([], environ) == Settings(
         config=("a.yaml", "dir"),
@@ -109,6 +110,7 @@ def test_every_flag_reads_its_environment_variable() -> None:
         max_key_length=32,
         max_value_length=64,
         max_streams_per_connection=8,
+        response_dynamic_metadata=True,
     )
     assert set(add_serve_arguments(argparse.ArgumentParser(), {})) == set(environ)
 

@@ -57,7 +57,13 @@ class AsgiWorker:
         self._admin = HttpServer(service.routes, host, port)
         await self._admin.start()
         self._service = service
-        rpc = Rpc(service.engine, service.readiness, settings.authz_domain, recorder)
+        rpc = Rpc(
+            service.engine,
+            service.readiness,
+            settings.authz_domain,
+            recorder,
+            dynamic_metadata=settings.response_dynamic_metadata,
+        )
         service.start()
         service.readiness.serving = True
         if self._link is not None:

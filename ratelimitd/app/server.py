@@ -160,7 +160,13 @@ async def _listen(
     http_server = HttpServer(running_service.routes, http_host, http_port)
     await http_server.start()
     running.push_async_callback(http_server.stop)
-    rpc = Rpc(running_service.engine, running_service.readiness, settings.authz_domain, recorder)
+    rpc = Rpc(
+        running_service.engine,
+        running_service.readiness,
+        settings.authz_domain,
+        recorder,
+        dynamic_metadata=settings.response_dynamic_metadata,
+    )
     grpc_transport = GrpcTransport(
         rpc,
         settings.grpc_addr,

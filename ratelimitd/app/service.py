@@ -83,8 +83,8 @@ def build(settings: Settings, config: Config, store: Store, recorder: metrics.Re
     return Service(
         engine,
         readiness,
-        admin.routes(engine, readiness, recorder),
-        admin.routes(engine, readiness, recorder, admin=False),
+        admin.routes(engine, readiness, recorder, settings.response_dynamic_metadata),
+        admin.routes(engine, readiness, recorder, settings.response_dynamic_metadata, admin=False),
         ConfigReloader(
             settings.config,
             defaults(settings),

@@ -89,6 +89,7 @@ class Settings:
     # learns the cap from the server's SETTINGS only after its first calls on a new connection
     # are sent, and calls beyond it are refused (README, "One connection, one worker").
     max_streams_per_connection: int | None = None
+    response_dynamic_metadata: bool = False  # the reference's RESPONSE_DYNAMIC_METADATA
 
     @property
     def worker_count(self) -> int:
@@ -162,6 +163,11 @@ def _answer_flags(flags: FlagDeclarer) -> None:
         "--over-limit-body",
         "body of OVER_LIMIT answers: none or problem-json",
         type=choice(BodyMode),
+    )
+    flags.switch(
+        "--response-dynamic-metadata",
+        "answers carry dynamic metadata for Envoy (the request, the metadata of the limits "
+        "passed, the limits that fired) as the reference's RESPONSE_DYNAMIC_METADATA",
     )
     flags.option(
         "--failure-mode",

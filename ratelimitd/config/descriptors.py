@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 import yaml
@@ -36,6 +37,7 @@ DESCRIPTOR_FIELDS = (
     "detailed_metric",
     "value_to_metric",
     "share_threshold",
+    "metadata",
 )
 RATE_LIMIT_FIELDS = (
     "unit",
@@ -135,7 +137,7 @@ class DescriptorReader:
 
     def _descriptor(self, node: yaml.Node, path: str) -> Node | None:
         nodes = self.nodes
-        fields = nodes.mapping(node, DESCRIPTOR_FIELDS, "a descriptor")
+        fields = nodes.mapping(node, DESCRIPTOR_FIELDS, "a descriptor", reference=True)
         if fields is None:
             return None
         key = nodes.optional_string(fields, "key")
@@ -151,19 +153,32 @@ class DescriptorReader:
         if share and (value is None or "*" not in value):
             nodes.error(fields["share_threshold"], "share_threshold needs a wildcard value ('*')")
         rule = None
+        metadata = self._metadata(fields)
         if "rate_limit" in fields:
             source = nodes.source(node)
-            rule = self.rule(fields["rate_limit"], full_key, shadow, detailed, source)
+            rule = self.rule(fields["rate_limit"], full_key, shadow, detailed, source, metadata)
+        if metadata and (rule is None or rule.unlimited):
+            nodes.warning(
+                fields["metadata"],
+                "metadata without a limit (no rate_limit, or unlimited) is never "
+                "sent, as in the reference: ignored",
+            )
         children = self.level(fields.get("descriptors"), full_key)
         return Node(key, value, rule, children, share, nodes.source(node))
 
     def rule(
-        self, node: yaml.Node, full_key: str, shadow: bool, detailed: bool, source: Source
+        self,
+        node: yaml.Node,
+        full_key: str,
+        shadow: bool,
+        detailed: bool,
+        source: Source,
+        metadata: Mapping[str, object] | None = None,
     ) -> Rule | None:
-        """The rule of one `rate_limit`; its source is the descriptor's (or plan's) line.
-        None, after errors, if it has any."""
+        """The rule of one `rate_limit`; its source is the descriptor's (or plan's) line, its
+        `metadata` the descriptor's. None, after errors, if it has any."""
         nodes = self.nodes
-        fields = nodes.mapping(node, RATE_LIMIT_FIELDS, "rate_limit")
+        fields = nodes.mapping(node, RATE_LIMIT_FIELDS, "rate_limit", reference=True)
         if fields is None:
             return None
         errors_before = len(nodes.errors)
@@ -209,9 +224,22 @@ class DescriptorReader:
             detailed_metric=detailed,
             failure_mode=failure_mode,
             source=source,
+            metadata=metadata,
         )
         self.rules.append(rule)
         return rule
+
+    def _metadata(self, fields: Fields) -> Mapping[str, object] | None:
+        """A descriptor's `metadata`: a mapping of anything, sent as it is in the answer's
+        dynamic metadata (with RESPONSE_DYNAMIC_METADATA)."""
+        node = fields.get("metadata")
+        if node is None:
+            return None
+        if not isinstance(node, yaml.MappingNode):
+            self.nodes.error(node, "'metadata' must be a mapping")
+            return None
+        value = self.nodes.free_value(node, "metadata")
+        return value if isinstance(value, dict) and value else None
 
     def _name(self, fields: Fields, full_key: str) -> str | None:
         """The rule's `name`; in a plan, an unnamed limit is named after the plan and its
@@ -240,7 +268,7 @@ class DescriptorReader:
             return frozenset()
         names: set[str] = set()
         for item in node.value:
-            fields = nodes.mapping(item, REPLACES_FIELDS, "a replaces entry")
+            fields = nodes.mapping(item, REPLACES_FIELDS, "a replaces entry", reference=True)
             if fields is None:
                 continue
             name = nodes.optional_string(fields, "name")

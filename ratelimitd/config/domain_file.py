@@ -36,6 +36,11 @@ class DomainFile:
         """The file's errors so far, in the order they were found."""
         return self.nodes.errors
 
+    @property
+    def warnings(self) -> list[ConfigError]:
+        """What the file has that loads but has no effect (or overrides something)."""
+        return self.nodes.warnings
+
     def read(self, text: str) -> bool:
         """Parse the file's top level and its domain name; False (with errors) if unusable."""
         nodes = self.nodes
@@ -45,7 +50,7 @@ class DomainFile:
         if node is None or node.tag == NULL_TAG:
             nodes.error_at(None, "empty file: expected a mapping with 'domain' and 'descriptors'")
             return False
-        fields = nodes.mapping(node, TOP_FIELDS, "the top level")
+        fields = nodes.mapping(node, TOP_FIELDS, "the top level", reference=True)
         if fields is None:
             return False
         domain_node = fields.get("domain")

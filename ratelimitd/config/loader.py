@@ -134,6 +134,7 @@ def _load(paths: Sequence[str | os.PathLike[str]], defaults: Defaults | None) ->
         rules=tuple(rules),
         files=tuple(str(f) for f in files),
         digest=digest.hexdigest(),
+        warnings=tuple(str(w) for parser in parsers for w in parser.warnings),
     )
 
 
@@ -190,8 +191,14 @@ def _build_domains(
 
 def check_paths(paths: Sequence[str | os.PathLike[str]]) -> list[ConfigError]:
     """Validate config files and return their errors (empty when valid)."""
+    return check_files(paths)[0]
+
+
+def check_files(paths: Sequence[str | os.PathLike[str]]) -> tuple[list[ConfigError], list[str]]:
+    """Validate config files: their errors (empty when valid), and the warnings of valid ones
+    (`file:line: message`)."""
     try:
-        load_config(paths)
+        config = load_config(paths)
     except InvalidConfigError as exc:
-        return list(exc.errors)
-    return []
+        return list(exc.errors), []
+    return [], list(config.warnings)

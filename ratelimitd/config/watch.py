@@ -81,6 +81,8 @@ def log_config(event: str, config: Config) -> None:
         rules=len(config.rules),
         digest=config.digest,
     )
+    for warning in config.warnings:
+        log.warning("config_warning", pid=os.getpid(), warning=warning)
 
 
 @dataclass(slots=True)

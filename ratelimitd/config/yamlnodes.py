@@ -22,6 +22,30 @@ SEQ_TAG = "tag:yaml.org,2002:seq"
 _STR_TAG = "tag:yaml.org,2002:str"
 _INT_TAG = "tag:yaml.org,2002:int"
 _BOOL_TAG = "tag:yaml.org,2002:bool"
+_FLOAT_TAG = "tag:yaml.org,2002:float"
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+# Every key the reference's loader accepts, at any level (its validKeys): a level's own
+# struct ignores the others.
+REFERENCE_KEYS = frozenset(
+    (
+        "domain",
+        "key",
+        "value",
+        "descriptors",
+        "rate_limit",
+        "unit",
+        "requests_per_unit",
+        "unlimited",
+        "shadow_mode",
+        "name",
+        "replaces",
+        "detailed_metric",
+        "value_to_metric",
+        "share_threshold",
+        "quota_mode",
+        "metadata",
+    )
+)
 
 _YamlLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
@@ -48,6 +72,7 @@ class NodeReader:
     def __init__(self, file: str) -> None:
         self.file = file
         self.errors: list[ConfigError] = []
+        self.warnings: list[ConfigError] = []  # accepted, but something is ignored
         self._constructor = yaml.constructor.SafeConstructor()
 
     def document(self, text: str) -> yaml.Node | None:
@@ -63,29 +88,104 @@ class NodeReader:
             self.error_at(None, f"YAML syntax error: {exc}")
         return None
 
-    def mapping(self, node: yaml.Node, allowed: Sequence[str], where: str) -> Fields | None:
-        """The fields of a mapping with only `allowed` string keys; None if not a mapping."""
+    def mapping(
+        self, node: yaml.Node, allowed: Sequence[str], where: str, reference: bool = False
+    ) -> Fields | None:
+        """The fields of a mapping with only `allowed` string keys; None if not a mapping.
+
+        As the reference (yaml.v2, not strict) reads it: merge keys (`<<`) expanded, a later
+        duplicate key wins. A level of the reference's format (`reference`) also accepts the
+        reference's keys it ignores there. Both are warned about, with their lines.
+        """
         if not isinstance(node, yaml.MappingNode):
             self.error(node, f"{where} must be a mapping")
             return None
         fields: Fields = {}
-        lines: dict[str, int] = {}
-        for key_node, value_node in node.value:
+        seen: dict[str, tuple[yaml.Node, bool]] = {}
+        for key_node, value_node, merged in self.pairs(node):
             if not isinstance(key_node, yaml.ScalarNode) or key_node.tag != _STR_TAG:
                 self.error(key_node, f"keys in {where} must be strings")
                 continue
             name = key_node.value
-            if name not in allowed:
+            if name in allowed:
+                self._note_override(seen.get(name), key_node, merged)
+                seen[name] = (key_node, merged)
+                # A null value (`key: ~` or `key:`) counts as absent, as in the reference.
+                if value_node.tag == NULL_TAG:
+                    fields.pop(name, None)
+                else:
+                    fields[name] = value_node
+            elif reference and name in REFERENCE_KEYS:
+                self.warning(key_node, f"'{name}' is ignored in {where} (as in the reference)")
+            else:
                 suggestion = did_you_mean(name, allowed)
                 self.error(key_node, f"unknown key '{name}' in {where}{suggestion}")
-            elif name in lines:
-                self.error(key_node, f"duplicate key '{name}' (first at line {lines[name]})")
-            else:
-                lines[name] = key_node.start_mark.line + 1
-                # A null value (`key: ~` or `key:`) counts as absent, as in the reference.
-                if value_node.tag != NULL_TAG:
-                    fields[name] = value_node
         return fields
+
+    def _note_override(
+        self, earlier: tuple[yaml.Node, bool] | None, key_node: yaml.Node, merged: bool
+    ) -> None:
+        """Warn when a key written out is overridden: by the same key again, or by a merge
+        key after it. (A key written out overriding a merged one is what merging is for.)"""
+        if earlier is None or earlier[1]:
+            return
+        first = earlier[0].start_mark.line + 1
+        if merged:
+            message = f"'{key_node.value}' of line {first} is overridden by a merge key ('<<')"
+        else:
+            message = f"duplicate key '{key_node.value}' (first at line {first})"
+        self.warning(key_node if not merged else earlier[0], f"{message}: the later value is used")
+
+    def pairs(
+        self, node: yaml.MappingNode, within: frozenset[int] = frozenset()
+    ) -> list[tuple[yaml.Node, yaml.Node, bool]]:
+        """A mapping's (key, value, merged) in the order yaml.v2 applies them: a merge key's
+        mappings at its place (of a list of them, the last first, so the first wins), each
+        pair marked whether it came from a merge. `within`: the mappings being expanded."""
+        within |= {id(node)}
+        found: list[tuple[yaml.Node, yaml.Node, bool]] = []
+        for key_node, value_node in node.value:
+            if key_node.tag != _MERGE_TAG:
+                found.append((key_node, value_node, False))
+                continue
+            merged = value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
+            for source in reversed(merged):
+                if not isinstance(source, yaml.MappingNode):
+                    self.error(source, "a merge key ('<<') takes a mapping or a list of mappings")
+                elif id(source) in within:
+                    self.error(key_node, "a merge key ('<<') merges a mapping into itself")
+                else:
+                    found += [(k, v, True) for k, v, _ in self.pairs(source, within)]
+        return found
+
+    def free_value(
+        self, node: yaml.Node, what: str, within: frozenset[int] = frozenset()
+    ) -> object:
+        """A node as plain data (mappings with string keys, lists, strings, numbers, booleans,
+        None): scalars other than numbers, booleans and null stay the text written.
+        `within`: the collections being read (an alias to one of them is an error)."""
+        if id(node) in within:
+            self.error(node, f"'{what}' contains itself (an alias to an enclosing anchor)")
+            return None
+        if isinstance(node, yaml.MappingNode):
+            within |= {id(node)}
+            value: dict[str, object] = {}
+            seen: dict[str, tuple[yaml.Node, bool]] = {}
+            for key_node, value_node, merged in self.pairs(node):
+                if not isinstance(key_node, yaml.ScalarNode) or key_node.tag != _STR_TAG:
+                    self.error(key_node, f"keys in '{what}' must be strings")
+                    continue
+                self._note_override(seen.get(key_node.value), key_node, merged)
+                seen[key_node.value] = (key_node, merged)
+                value[key_node.value] = self.free_value(value_node, what, within)
+            return value
+        if isinstance(node, yaml.SequenceNode):
+            within |= {id(node)}
+            return [self.free_value(item, what, within) for item in node.value]
+        if node.tag in (_INT_TAG, _FLOAT_TAG, _BOOL_TAG, NULL_TAG):
+            plain = self._constructor.construct_object(node)
+            return float(plain) if isinstance(plain, int) and not isinstance(plain, bool) else plain
+        return str(node.value)
 
     def named_mappings(
         self, node: yaml.Node | None, what: str, allowed: Sequence[str]
@@ -190,6 +290,10 @@ class NodeReader:
     def error(self, node: yaml.Node, message: str) -> None:
         """An error at `node`'s line."""
         self.error_at(node.start_mark.line + 1, message)
+
+    def warning(self, node: yaml.Node, message: str) -> None:
+        """A warning at `node`'s line: the file loads, something in it has no effect."""
+        self.warnings.append(ConfigError(self.file, node.start_mark.line + 1, message))
 
     def error_at(self, line: int | None, message: str) -> None:
         """An error at `line` of this file (None: the whole file)."""

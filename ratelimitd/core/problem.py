@@ -7,8 +7,9 @@ import enum
 import json
 from collections.abc import Sequence
 
+from ratelimitd.core.fired import binding, fired, limit_name
 from ratelimitd.core.headers import whole_seconds
-from ratelimitd.model.messages import Code, Status
+from ratelimitd.model.messages import Status
 
 CONTENT_TYPE = "application/problem+json"
 
@@ -21,12 +22,13 @@ class BodyMode(enum.Enum):
 
 
 def problem_json(statuses: Sequence[Status], retry_after_s: int) -> bytes:
-    """The body describing the exceeded limits of an OVER_LIMIT decision."""
+    """The body describing the exceeded limits of an OVER_LIMIT decision; `fired_limit`
+    names the one whose wait is the Retry-After."""
     limits = []
-    for status in statuses:
-        if status.code is not Code.OVER_LIMIT or status.rule is None:
-            continue
-        entry: dict[str, object] = {"name": status.rule.name or status.rule.full_key}
+    over = fired(statuses)
+    for status in over:
+        assert status.rule is not None
+        entry: dict[str, object] = {"name": limit_name(status.rule)}
         if status.rule.limit is not None:
             entry |= {
                 "requests_per_unit": status.rule.limit.requests_per_unit,
@@ -45,4 +47,7 @@ def problem_json(statuses: Sequence[Status], retry_after_s: int) -> bytes:
         "retry_after_seconds": retry_after_s,
         "limits": limits,
     }
+    first = binding(over)
+    if first is not None and first.rule is not None:
+        document["fired_limit"] = limit_name(first.rule)
     return json.dumps(document, separators=(",", ":")).encode()

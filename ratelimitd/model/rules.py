@@ -117,6 +117,9 @@ class Rule:
     detailed_metric: bool
     failure_mode: FailureMode
     source: Source | None
+    # The descriptor's `metadata:`, for the answer's dynamic metadata; not part of equality
+    # (a dict has no hash).
+    metadata: Mapping[str, object] | None = field(default=None, compare=False)
 
     @property
     def unlimited(self) -> bool:
@@ -222,3 +225,4 @@ class Config:
     rules: tuple[Rule, ...] = ()
     files: tuple[str, ...] = ()
     digest: str = ""  # the loader's ContentDigest of `files`
+    warnings: tuple[str, ...] = ()  # `file:line: message` of what loads but has no effect

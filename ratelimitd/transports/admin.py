@@ -31,11 +31,17 @@ def rlconfig(config: Config) -> str:
 
 
 def routes(
-    engine: Engine, readiness: Readiness, recorder: metrics.Recorder, *, admin: bool = True
+    engine: Engine,
+    readiness: Readiness,
+    recorder: metrics.Recorder,
+    dynamic_metadata: bool = False,
+    *,
+    admin: bool = True,
 ) -> Routes:
     """The route table served on --http-addr; without `admin` (the public gRPC port of the
     asgi transport), only /healthcheck and /json: the config (and /explain, which shows it)
-    stays on loopback. `recorder` counts /json's decisions and serves /metrics."""
+    stays on loopback. `recorder` counts /json's decisions and serves /metrics; with
+    `dynamic_metadata`, /json's answers carry it as ShouldRateLimit's do."""
     table = Routes()
 
     async def healthcheck(_: bytes) -> Response:
@@ -53,7 +59,8 @@ def routes(
         domain = None
         try:
             message = json_format.Parse(body, rls_pb2.RateLimitRequest())
-            plan = engine.plan(rls_codec.decode(message))
+            request = rls_codec.decode(message)
+            plan = engine.plan(request)
             domain = plan.domain
             decision = await engine.decide(plan)
         except BaseException as exc:
@@ -67,7 +74,14 @@ def routes(
             raise
         recorder.call(domain, decision.code.name, time.perf_counter() - started)
         status = HTTPStatus.TOO_MANY_REQUESTS if decision.code is Code.OVER_LIMIT else HTTPStatus.OK
-        response = rls_pb2.RateLimitResponse.FromString(rls_wire.encode_response(decision))
+        metadata = b""
+        if dynamic_metadata:
+            metadata = rls_wire.metadata_field(
+                rls_wire.request_metadata(request), decision.statuses
+            )
+        response = rls_pb2.RateLimitResponse.FromString(
+            rls_wire.encode_response(decision, None, metadata)
+        )
         answer = json_format.MessageToJson(response, indent=None)
         return Response(status, answer.encode() + b"\n", JSON)
 

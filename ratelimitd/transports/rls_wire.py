@@ -10,9 +10,11 @@ is faster than any Python parser.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import struct
+from collections.abc import Mapping, Sequence
 
-from ratelimitd.model.messages import Code, Decision, Status
+from ratelimitd.core import dynamic_metadata
+from ratelimitd.model.messages import Code, Decision, Request, Status
 from ratelimitd.model.rules import Unit
 
 # RateLimitResponse.RateLimit.Unit (statuses' current_limit).
@@ -28,6 +30,7 @@ _RESPONSE_UNITS = {
 
 
 _ONE_BYTE = [bytes((value,)) for value in range(0x80)]
+_DOUBLE = struct.Struct("<d")
 
 
 def varint(value: int) -> bytes:
@@ -133,9 +136,12 @@ def _duration_field(seconds: int) -> bytes:
     return field
 
 
-def encode_response(decision: Decision, limits: Sequence[bytes] | None = None) -> bytes:
+def encode_response(
+    decision: Decision, limits: Sequence[bytes] | None = None, metadata: bytes = b""
+) -> bytes:
     """A Decision as a serialized RateLimitResponse, fields in field-number order as
-    protobuf writes them; `limits` is current_limits(decision.statuses), if known."""
+    protobuf writes them; `limits` is current_limits(decision.statuses), if known;
+    `metadata` its dynamic_metadata field (metadata_field), if any."""
     if limits is None:
         limits = current_limits(decision.statuses)
     # Concatenated bytes: on this path, fewer and cheaper steps than bytearray appends.
@@ -159,4 +165,56 @@ def encode_response(decision: Decision, limits: Sequence[bytes] | None = None) -
         parts.append(_header_field(key, value))  # response_headers_to_add
     if decision.body:
         parts.append(b"\x2a" + _length(len(decision.body)) + decision.body)  # raw_body
+    if metadata:
+        parts.append(metadata)  # dynamic_metadata
     return b"".join(parts)
+
+
+# -- dynamic_metadata: a google.protobuf.Struct ----------------------------------------------
+
+
+def request_metadata(request: Request) -> dict[str, bytes]:
+    """The encoded Struct entries of the dynamic metadata fixed by `request`: a plan's
+    requests share them, so callers keep them per plan for metadata_field."""
+    return _entries(dynamic_metadata.request_fields(request))
+
+
+def metadata_field(request_entries: Mapping[str, bytes], statuses: Sequence[Status]) -> bytes:
+    """The response's dynamic_metadata field (6): the request's entries and the answer's,
+    in key order as protobuf's deterministic serialization writes a map."""
+    entries = {**request_entries, **_entries(dynamic_metadata.decision_fields(statuses))}
+    body = b"".join(entries[key] for key in sorted(entries))
+    return b"\x32" + _length(len(body)) + body
+
+
+def _entries(fields: Mapping[str, object]) -> dict[str, bytes]:
+    """Each field as an encoded entry of Struct's `fields` map."""
+    return {key: _struct_entry(key, value) for key, value in fields.items()}
+
+
+def _struct_entry(key: str, value: object) -> bytes:
+    name = key.encode()
+    encoded = _value(value)
+    entry = b"\x0a" + _length(len(name)) + name + b"\x12" + _length(len(encoded)) + encoded
+    return b"\x0a" + _length(len(entry)) + entry
+
+
+def _value(value: object) -> bytes:
+    """A google.protobuf.Value: null, bool, number, string, struct (a mapping with str keys)
+    or list."""
+    if value is None:
+        return b"\x08\x00"  # null_value: NULL_VALUE, written as any set oneof member
+    if isinstance(value, bool):
+        return b"\x20\x01" if value else b"\x20\x00"
+    if isinstance(value, int | float):
+        return b"\x11" + _DOUBLE.pack(value)
+    if isinstance(value, str):
+        data = value.encode()
+        return b"\x1a" + _length(len(data)) + data
+    if isinstance(value, Mapping):
+        fields = b"".join(_struct_entry(k, value[k]) for k in sorted(value))
+        return b"\x2a" + _length(len(fields)) + fields
+    if isinstance(value, list | tuple):
+        items = b"".join(b"\x0a" + _length(len(v)) + v for v in map(_value, value))
+        return b"\x32" + _length(len(items)) + items
+    raise TypeError(f"no google.protobuf.Value for {type(value).__name__}")

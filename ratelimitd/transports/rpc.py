@@ -17,7 +17,7 @@ from google.protobuf.message import DecodeError
 from grpc_health.v1 import health_pb2
 
 from ratelimitd.core import authz
-from ratelimitd.core.engine import Engine
+from ratelimitd.core.engine import Engine, Plan
 from ratelimitd.model.messages import Code, Decision, Request
 from ratelimitd.model.observer import NO_OBSERVER, Observer
 from ratelimitd.observe import tracing
@@ -48,6 +48,8 @@ HEALTH_SERVICES = ("", RLS_SERVICE, AUTHZ_SERVICE)
 _CODE_NAMES = {code: code.name for code in Code}
 # The plan memo entry holding each status's encoded current_limit (rls_wire.current_limits).
 _LIMITS_MEMO = "rls_wire.current_limits"
+# The plan memo entry holding the request's encoded dynamic metadata entries.
+_METADATA_MEMO = "rls_wire.request_metadata"
 
 
 def _decode_request(data: bytes) -> Request:
@@ -67,8 +69,11 @@ class Rpc:
         readiness: Readiness,
         authz_default_domain: str | None = None,
         observer: Observer = NO_OBSERVER,
+        *,
+        dynamic_metadata: bool = False,
     ) -> None:
         self._engine = engine
+        self._dynamic_metadata = dynamic_metadata
         self._plans = PlanCache(engine)
         self._readiness = readiness
         self._authz_default_domain = authz_default_domain
@@ -102,6 +107,8 @@ class Rpc:
         limits = cast("tuple[bytes, ...] | None", plan.memo.get(_LIMITS_MEMO))
         if limits is None:
             limits = plan.memo[_LIMITS_MEMO] = rls_wire.current_limits(decision.statuses)
+        if self._dynamic_metadata:
+            return rls_wire.encode_response(decision, limits, _metadata(plan, data, decision))
         return rls_wire.encode_response(decision, limits)
 
     async def check(self, data: bytes, metadata: Metadata | None = None) -> bytes:
@@ -164,6 +171,16 @@ class Rpc:
         )
         answer: bytes = health_pb2.HealthCheckResponse(status=status).SerializeToString()
         return answer
+
+
+def _metadata(plan: Plan, data: bytes, decision: Decision) -> bytes:
+    """The answer's dynamic_metadata field; the request's part is kept on its plan (decoded
+    again the first time: the plan keeps no request)."""
+    entries = cast("dict[str, bytes] | None", plan.memo.get(_METADATA_MEMO))
+    if entries is None:
+        entries = rls_wire.request_metadata(_decode_request(data))
+        plan.memo[_METADATA_MEMO] = entries
+    return rls_wire.metadata_field(entries, decision.statuses)
 
 
 def describe(decision: Decision) -> list[dict[str, object]]:

@@ -23,7 +23,7 @@ _LOG_LEVELS = {  # logrus levels -> ours
 }
 
 
-def _shadow_mode(text: str) -> str:
+def _switch(text: str) -> str:
     return "true" if go_bool(text) else "false"
 
 
@@ -68,7 +68,8 @@ def _local_cache_size(text: str) -> str:
 PARSERS: dict[str, Callable[[str], str]] = {
     "LOG_LEVEL": _log_level,
     "LOG_FORMAT": _log_format,
-    "SHADOW_MODE": _shadow_mode,
+    "SHADOW_MODE": _switch,
+    "RESPONSE_DYNAMIC_METADATA": _switch,
     "NEAR_LIMIT_RATIO": _ratio,
     "CACHE_KEY_PREFIX": _key_prefix,
     "LOCAL_CACHE_SIZE_IN_BYTES": _local_cache_size,

@@ -85,7 +85,6 @@ IGNORED = {
     "MERGE_DOMAIN_CONFIG": "not supported: a domain defined in two files is a config error",
     "FORCE_START_WITHOUT_INITIAL_CONFIG": "not supported: serve refuses to start without a "
     "valid config",
-    "RESPONSE_DYNAMIC_METADATA": "not supported: no dynamic metadata in answers",
     **dict.fromkeys(
         (
             "MEMCACHE_HOST_PORT",
@@ -164,6 +163,7 @@ SIMPLE = {
     "LOG_LEVEL": "RATELIMITD_LOG_LEVEL",
     "LOG_FORMAT": "RATELIMITD_LOG_FORMAT",
     "SHADOW_MODE": "RATELIMITD_SHADOW_MODE",
+    "RESPONSE_DYNAMIC_METADATA": "RATELIMITD_RESPONSE_DYNAMIC_METADATA",
     "NEAR_LIMIT_RATIO": "RATELIMITD_NEAR_LIMIT_RATIO",
     "CACHE_KEY_PREFIX": "RATELIMITD_KEY_PREFIX",
     "LOCAL_CACHE_SIZE_IN_BYTES": "RATELIMITD_LOCAL_CACHE_SIZE",
