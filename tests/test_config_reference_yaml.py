@@ -254,3 +254,13 @@ def test_metadata_reads_as_plain_data(tmp_path: Path) -> None:
         "merged": {"tier": "gold", "weight": 5.0},
         "list": [1.0, 2.5, True, None, "text", "2026-01-01"],
     }
+
+
+def test_a_descriptors_list_containing_itself_is_an_error(tmp_path: Path) -> None:
+    text = """
+    domain: d
+    descriptors: &d
+      - key: a
+        descriptors: *d
+    """
+    assert_one_error(tmp_path, text, "&d", ("'descriptors' contains itself",))

@@ -94,6 +94,8 @@ class DescriptorReader:
         self.defaults = defaults
         self.rules = rules
         self._plan = plan
+        # The `descriptors:` lists being read: an alias back to one would never end.
+        self._open: set[int] = set()
 
     def for_plan(self, plan: PlanRoot) -> DescriptorReader:
         """A reader for one plan's limits, adding to the same rules."""
@@ -106,6 +108,16 @@ class DescriptorReader:
         if not isinstance(node, yaml.SequenceNode):
             self.nodes.error(node, "'descriptors' must be a list")
             return {}
+        if id(node) in self._open:
+            self.nodes.error(node, "'descriptors' contains itself (a recursive YAML alias)")
+            return {}
+        self._open.add(id(node))
+        try:
+            return self._level(node, path)
+        finally:
+            self._open.discard(id(node))
+
+    def _level(self, node: yaml.SequenceNode, path: str) -> dict[str, KeyIndex]:
         exact: dict[str, dict[str, Node]] = {}
         wildcards: dict[str, list[Wildcard]] = {}
         any_value: dict[str, Node] = {}
