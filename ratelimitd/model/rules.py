@@ -105,7 +105,9 @@ class Rule:
     """A `rate_limit` as configured at one descriptor node (or synthesised from Envoy's
     per-descriptor limit override).
 
-    `limit` is None exactly when the rule is unlimited.
+    `limit` is None exactly when the rule is unlimited. A `quota_mode` rule over its limit
+    answers OVER_LIMIT for its descriptor but rejects the request only together with every
+    other quota rule of it (the reference's `quota_mode`).
     """
 
     domain: str
@@ -120,6 +122,7 @@ class Rule:
     # The descriptor's `metadata:`, for the answer's dynamic metadata; not part of equality
     # (a dict has no hash).
     metadata: Mapping[str, object] | None = field(default=None, compare=False)
+    quota_mode: bool = False
 
     @property
     def unlimited(self) -> bool:
