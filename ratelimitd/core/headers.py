@@ -1,12 +1,18 @@
 """Response headers Envoy adds to the client's response: Retry-After on every OVER_LIMIT, and
 the rate limit fields of the chosen style.
 
-- `xratelimit`: X-RateLimit-Limit/Remaining/Reset (draft-polli-ratelimit-headers-03), built
-  exactly as Envoy's `enable_x_ratelimit_headers: DRAFT_VERSION_03` builds them from our
-  statuses, so either source gives the same values.
+- `xratelimit`: X-RateLimit-Limit/Remaining/Reset (draft-polli-ratelimit-headers-03), in the
+  format of Envoy's `enable_x_ratelimit_headers: DRAFT_VERSION_03`, for one limit: on a
+  rejection the binding one (whose wait is the Retry-After), else the tightest (fewest
+  remaining; on ties the longest reset, where Envoy's own builder takes the first).
 - `ietf`: RateLimit-Policy and RateLimit (draft-ietf-httpapi-ratelimit-headers), one item per
-  limit, as structured-field lists.
-- `legacy`: RateLimit-Limit/Remaining/Reset, envoyproxy/ratelimit's names and values.
+  limit, as structured-field lists, the one xratelimit describes first.
+- `legacy`: RateLimit-Limit/Remaining/Reset, envoyproxy/ratelimit's names, values and choice
+  of limit: the last exceeded one that is not a quota, else the fewest remaining (the first
+  on ties).
+
+Retry-After is the wait until the request can pass: until every exceeded limit admits it, and,
+when every quota limit of the request rejected it, until the first of them admits it.
 """
 
 from __future__ import annotations
@@ -38,7 +44,8 @@ def whole_seconds(us: int) -> int:
 
 
 def retry_after_s(statuses: Sequence[Status]) -> int:
-    """Seconds until every exceeded limit admits the request again: at least 1."""
+    """Seconds until every exceeded limit admits the request again: at least 1. (Statuses
+    with quota limits: HeaderPlan.retry_after_s.)"""
     wait = max((s.reset_us or 0 for s in statuses if s.code is Code.OVER_LIMIT), default=0)
     return max(1, whole_seconds(wait))
 
@@ -83,9 +90,8 @@ class HeaderPlan:
     (limits, policies, names) is computed once, when the plan is made; `build` writes in the
     numbers of one decision.
 
-    `measured` are the statuses that report a current_limit, as (index in the request, rule):
-    Envoy's own header builder sees exactly those (one not evaluated, say because the request
-    was rejected locally, counts with its remaining, 0).
+    `measured` are the statuses that report a current_limit, as (index in the request, rule);
+    `quota` says, for each, whether its limit is a quota (default: none is).
     """
 
     __slots__ = (
@@ -95,12 +101,19 @@ class HeaderPlan:
         "_limit_values",
         "_mode",
         "_names",
+        "_quota",
         "_quoted",
     )
 
-    def __init__(self, measured: Sequence[tuple[int, Rule]], mode: HeaderMode) -> None:
+    def __init__(
+        self,
+        measured: Sequence[tuple[int, Rule]],
+        mode: HeaderMode,
+        quota: Sequence[bool] = (),
+    ) -> None:
         self._mode = mode
         self._at = tuple(i for i, _ in measured)
+        self._quota = tuple(quota) or (False,) * len(measured)
         self._admitted_xratelimit = mode is HeaderMode.XRATELIMIT and bool(self._at)
         limits = [rule.limit for _, rule in measured if rule.limit is not None]
         assert len(limits) == len(measured), "measured statuses have limits"
@@ -127,12 +140,7 @@ class HeaderPlan:
         (Retry-After only then)."""
         at = self._at
         if self._admitted_xratelimit and not over_limit:  # the usual answer, directly
-            best = 0
-            if len(at) > 1:  # Envoy's choice: the fewest remaining, the first on ties
-                least = statuses[at[0]].remaining
-                for n in range(1, len(at)):
-                    if statuses[at[n]].remaining < least:
-                        best, least = n, statuses[at[n]].remaining
+            best = _tightest(statuses, at) if len(at) > 1 else 0
             status = statuses[at[best]]
             return (
                 ("X-RateLimit-Limit", self._limit_values[best]),
@@ -141,42 +149,36 @@ class HeaderPlan:
             )
         mode = self._mode
         headers: Headers = []
+        binding = -1
         if over_limit:
-            headers.append(("Retry-After", str(retry_after_s(statuses))))
+            binding, wait_us = _binding(statuses, at, self._quota)
+            retry = max(1, whole_seconds(wait_us)) if binding >= 0 else retry_after_s(statuses)
+            headers.append(("Retry-After", str(retry)))
         if not at or mode is HeaderMode.NONE:
             return tuple(headers)
-        if mode is HeaderMode.IETF:
-            return (*headers, *self._ietf(statuses))
-        if mode is HeaderMode.XRATELIMIT:
-            # Envoy's choice: the fewest remaining, the first on ties.
-            best = 0
-            least = statuses[at[0]].remaining
-            for n in range(1, len(at)):
-                remaining = statuses[at[n]].remaining
-                if remaining < least:
-                    best, least = n, remaining
-            names = _XRATELIMIT_NAMES
+        if mode is HeaderMode.LEGACY:
+            chosen = _references_choice(statuses, at, self._quota)
         else:
-            # The reference's choice: an exceeded limit first, then the fewest remaining.
-            best = min(
-                range(len(at)),
-                key=lambda n: (
-                    statuses[at[n]].code is not Code.OVER_LIMIT,
-                    statuses[at[n]].remaining,
-                ),
-            )
-            names = _LEGACY_NAMES
-        status = statuses[at[best]]
+            chosen = binding if binding >= 0 else _tightest(statuses, at)
+        if mode is HeaderMode.IETF:
+            return (*headers, *self._ietf(statuses, chosen))
+        names = _LEGACY_NAMES if mode is HeaderMode.LEGACY else _XRATELIMIT_NAMES
+        status = statuses[at[chosen]]
         headers += (
-            (names[0], self._limit_values[best]),
+            (names[0], self._limit_values[chosen]),
             (names[1], str(status.remaining)),
             (names[2], str(whole_seconds(status.reset_us or 0))),
         )
         return tuple(headers)
 
-    def _ietf(self, statuses: Sequence[Status]) -> Headers:
+    def retry_after_s(self, statuses: Sequence[Status]) -> int:
+        """The Retry-After of a rejection with these `statuses`, in seconds."""
+        binding, wait_us = _binding(statuses, self._at, self._quota)
+        return max(1, whole_seconds(wait_us)) if binding >= 0 else retry_after_s(statuses)
+
+    def _ietf(self, statuses: Sequence[Status], first: int) -> Headers:
         # One item per distinct limit name; for a limit matched twice, its tighter status.
-        chosen: dict[str, int] = {}
+        chosen: dict[str, int] = {self._names[first]: first}
         for n, name in enumerate(self._names):
             seen = chosen.get(name)
             if seen is None or statuses[self._at[n]].remaining < statuses[self._at[seen]].remaining:
@@ -188,3 +190,54 @@ class HeaderPlan:
             for n in chosen.values()
         )
         return [("RateLimit-Policy", policy), ("RateLimit", remaining)]
+
+
+def _tightest(statuses: Sequence[Status], at: Sequence[int]) -> int:
+    """Which of the measured statuses `at` has the fewest remaining; on ties the longest
+    reset, then the first."""
+    best = 0
+    least, longest = statuses[at[0]].remaining, statuses[at[0]].reset_us or 0
+    for n in range(1, len(at)):
+        status = statuses[at[n]]
+        remaining, reset_us = status.remaining, status.reset_us or 0
+        if remaining < least or (remaining == least and reset_us > longest):
+            best, least, longest = n, remaining, reset_us
+    return best
+
+
+def _binding(
+    statuses: Sequence[Status], at: Sequence[int], quota: Sequence[bool]
+) -> tuple[int, int]:
+    """The measured status whose wait is a rejection's Retry-After, and that wait: the
+    longest of the exceeded limits that are not quotas, or the shortest of the quota ones
+    when every quota limit was exceeded, whichever is longer (the first on ties). (-1, 0)
+    when none of the measured statuses is exceeded."""
+    best, wait = -1, 0
+    quota_best, quota_wait, quota_passed = -1, 0, False
+    for n, i in enumerate(at):
+        status = statuses[i]
+        if status.code is not Code.OVER_LIMIT:
+            quota_passed = quota_passed or quota[n]
+            continue
+        reset_us = status.reset_us or 0
+        if not quota[n]:
+            if best < 0 or reset_us > wait:
+                best, wait = n, reset_us
+        elif quota_best < 0 or reset_us < quota_wait:
+            quota_best, quota_wait = n, reset_us
+    if quota_best >= 0 and not quota_passed and (best < 0 or quota_wait > wait):
+        return quota_best, quota_wait
+    return best, wait
+
+
+def _references_choice(statuses: Sequence[Status], at: Sequence[int], quota: Sequence[bool]) -> int:
+    """The reference's choice among the measured statuses: the last exceeded one that is not
+    a quota, else the fewest remaining (the first on ties)."""
+    for n in range(len(at) - 1, -1, -1):
+        if not quota[n] and statuses[at[n]].code is Code.OVER_LIMIT:
+            return n
+    best = 0
+    for n in range(1, len(at)):
+        if statuses[at[n]].remaining < statuses[at[best]].remaining:
+            best = n
+    return best
