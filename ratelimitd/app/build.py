@@ -73,6 +73,7 @@ def build_engine(
         body_mode=settings.over_limit_body,
         key_prefix=settings.key_prefix,
         shadow_mode=settings.shadow_mode,
+        quota_mode=settings.quota_mode,
         near_limit_ratio=settings.near_limit_ratio,
         over_limit_cache=cache,
         request_limits=settings.request_limits(),
