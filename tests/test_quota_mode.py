@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from ratelimitd.config.errors import InvalidConfigError
 from ratelimitd.config.loader import load_config
 from ratelimitd.core.engine import Engine
 from ratelimitd.model.messages import Code, Decision, Descriptor, Request
@@ -176,3 +177,12 @@ def test_an_answer_from_the_quota_rule_keeps_its_numbers(asker: Asker) -> None:
     decision = asker.decide("quota_a", "quota_b")
     over = decision.statuses[0]
     assert (over.remaining, over.reset_us is not None and over.reset_us > 0) == (0, True)
+
+
+def test_quota_mode_is_read_per_rule(config: Config, tmp_path: Path) -> None:
+    quota = {rule.full_key: rule.quota_mode for rule in config.rules}
+    assert (quota["q.quota_a"], quota["q.tenant.quota_a"], quota["q.plain"]) == (True, True, False)
+    path = tmp_path / "bad.yaml"
+    path.write_text("domain: b\ndescriptors:\n  - key: k\n    quota_mode: yes please\n")
+    with pytest.raises(InvalidConfigError, match="'quota_mode' must be true or false"):
+        load_config([path])
