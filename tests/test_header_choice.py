@@ -67,9 +67,9 @@ def make(driver: Driver, config: Config, run: Run) -> Callable[[HeaderMode], Dec
             fields = dict(decision.response_headers)
             fields[":code"] = decision.code.name
             if decision.body:
-                fields[":retry_after_seconds"] = str(
-                    json.loads(decision.body)["retry_after_seconds"]
-                )
+                problem = json.loads(decision.body)
+                fields[":retry_after_seconds"] = str(problem["retry_after_seconds"])
+                fields[":fired_limit"] = problem["fired_limit"]
             return fields
 
         return decide
@@ -91,7 +91,7 @@ def test_a_rejection_by_two_limits_describes_the_binding_one(make: Callable[...,
     assert fields["Retry-After"] == fields["X-RateLimit-Reset"] == "720"
     assert fields["X-RateLimit-Limit"].startswith("5, ")
     assert fields["X-RateLimit-Remaining"] == "0"
-    assert fields[":retry_after_seconds"] == "720"
+    assert (fields[":retry_after_seconds"], fields[":fired_limit"]) == ("720", "per_hour")
 
 
 def test_an_admitted_tie_describes_the_longest_reset(make: Callable[..., Decide]) -> None:
@@ -119,7 +119,7 @@ def test_every_quota_over_waits_for_the_first_to_admit(make: Callable[..., Decid
     assert fields[":code"] == "OVER_LIMIT"
     assert fields["Retry-After"] == fields["X-RateLimit-Reset"] == "60"
     assert fields["X-RateLimit-Limit"].startswith("1, ")
-    assert fields[":retry_after_seconds"] == "60"
+    assert (fields[":retry_after_seconds"], fields[":fired_limit"]) == ("60", "quota_minute")
 
 
 def test_an_exceeded_plain_limit_waits_longer_than_a_quota(make: Callable[..., Decide]) -> None:
@@ -130,6 +130,7 @@ def test_an_exceeded_plain_limit_waits_longer_than_a_quota(make: Callable[..., D
     # once per_minute admits it and quota_hour does, so after the longer of the two waits.
     fields = decide("minute", "quota_hour")
     assert fields["Retry-After"] == fields["X-RateLimit-Reset"] == "3600"
+    assert fields[":fired_limit"] == "quota_hour"
 
 
 # The reference's choice (legacy)

@@ -22,7 +22,7 @@ from ratelimitd.config.errors import InvalidConfigError
 from ratelimitd.config.loader import load_config
 from ratelimitd.core.engine import Engine
 from ratelimitd.model.messages import Code, Decision, Descriptor, Request
-from ratelimitd.model.rules import Config
+from ratelimitd.model.rules import Config, Defaults
 from tests.stores import Driver
 
 OK, OVER = Code.OK, Code.OVER_LIMIT
@@ -58,10 +58,15 @@ descriptors:
 
 
 @pytest.fixture
-def config(tmp_path: Path) -> Config:
+def config_path(tmp_path: Path) -> Path:
     path = tmp_path / "q.yaml"
     path.write_text(CONFIG)
-    return load_config([path])
+    return path
+
+
+@pytest.fixture
+def config(config_path: Path) -> Config:
+    return load_config([config_path])
 
 
 class Asker:
@@ -99,8 +104,10 @@ def asker(driver: Driver, config: Config, run: Run) -> Asker:
 
 
 @pytest.fixture
-def global_asker(driver: Driver, config: Config, run: Run) -> Asker:
-    return Asker(Engine(config, driver.store, quota_mode=True), run)
+def global_asker(driver: Driver, config_path: Path, run: Run) -> Asker:
+    """--quota-mode (the reference's QUOTA_MODE): the command line's defaults."""
+    config = load_config([config_path], Defaults(quota_mode=True))
+    return Asker(Engine(config, driver.store), run)
 
 
 def test_a_lone_quota_over_its_limit_rejects(asker: Asker) -> None:

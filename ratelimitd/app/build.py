@@ -25,7 +25,9 @@ log = structlog.get_logger(__name__)
 
 def defaults(settings: Settings) -> Defaults:
     """What a rule leaves unsaid: the default algorithm and failure mode."""
-    return Defaults(settings.default_algorithm, settings.failure_mode)
+    return Defaults(
+        settings.default_algorithm, settings.failure_mode, quota_mode=settings.quota_mode
+    )
 
 
 def load(settings: Settings) -> Config | None:
@@ -73,7 +75,6 @@ def build_engine(
         body_mode=settings.over_limit_body,
         key_prefix=settings.key_prefix,
         shadow_mode=settings.shadow_mode,
-        quota_mode=settings.quota_mode,
         near_limit_ratio=settings.near_limit_ratio,
         over_limit_cache=cache,
         request_limits=settings.request_limits(),

@@ -230,7 +230,7 @@ class DescriptorReader:
             failure_mode=failure_mode,
             source=source,
             metadata=metadata,
-            quota_mode=quota,
+            quota_mode=quota or self.defaults.quota_mode,
         )
         self.rules.append(rule)
         return rule

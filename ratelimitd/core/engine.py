@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import structlog
 
 from ratelimitd.algorithms import ALGORITHMS, Hit, Outcome, rejects
-from ratelimitd.core import keys, problem
+from ratelimitd.core import headers, keys, problem
 from ratelimitd.core.headers import HeaderMode, HeaderPlan
 from ratelimitd.core.matcher import Match, match
 from ratelimitd.core.overlimit_cache import OverLimitCache
@@ -126,7 +126,6 @@ class Engine:
         header_mode: HeaderMode = HeaderMode.XRATELIMIT,
         key_prefix: str = keys.DEFAULT_PREFIX,
         shadow_mode: bool = False,
-        quota_mode: bool = False,
         near_limit_ratio: float = DEFAULT_NEAR_LIMIT_RATIO,
         body_mode: BodyMode = BodyMode.NONE,
         over_limit_cache: OverLimitCache | None = None,
@@ -139,8 +138,6 @@ class Engine:
         self._header_mode = header_mode
         self._key_prefix = key_prefix
         self._shadow_mode = shadow_mode
-        # Every rule a quota one (the reference's QUOTA_MODE).
-        self._quota_mode = quota_mode
         self._body_mode = body_mode
         self._cache = over_limit_cache
         self._request_limits = request_limits
@@ -205,8 +202,7 @@ class Engine:
         body = b""
         if self._body_mode is not BodyMode.NONE:
             fields += (("Content-Type", problem.CONTENT_TYPE),)
-            retry_after_s = (header_plan or plan.header_plan).retry_after_s(statuses)
-            body = problem.problem_json(statuses, retry_after_s)
+            body = problem.problem_json(statuses, headers.retry_after_s(statuses))
         return _new(Decision, (_OVER, tuple(statuses), fields, body, store_s))
 
     def plan(self, request: Request) -> Plan:
@@ -232,16 +228,12 @@ class Engine:
         replaced = tuple(
             m is not None and m.rule.name is not None and m.rule.name in names for m in matched
         )
-        statuses, hits, hit_at = self._hits(domain.name, request, matched, replaced)
+        statuses, hits, hit_at = self._hits(domain, request, matched, replaced)
         details = tuple(
             key_path(d.entries) if m is not None and m.rule.detailed_metric else None
             for d, m in zip(request.descriptors, matched, strict=True)
         )
-        measured = HeaderPlan(
-            [(i, rule) for i, _, rule in hit_at],
-            self._header_mode,
-            [hit.quota for hit in hits],
-        )
+        measured = HeaderPlan([(i, rule) for i, _, rule in hit_at], self._header_mode)
         return Plan(
             domain.name,
             matched,
@@ -256,7 +248,7 @@ class Engine:
 
     def _hits(
         self,
-        domain: str,
+        domain: Domain,
         request: Request,
         matched: tuple[Match | None, ...],
         replaced: tuple[bool, ...],
@@ -266,7 +258,8 @@ class Engine:
         statuses: list[Status] = [OK_STATUS] * len(request.descriptors)
         hits: list[Hit] = []
         hit_at: list[tuple[int, Limit, Rule]] = []
-        # Under --quota-mode a descriptor without a limit counts as a quota that passed.
+        # Under --quota-mode (the domain's defaults) a descriptor without a limit counts as a
+        # quota that passed.
         quota_passes = False
         for i, (descriptor, found) in enumerate(zip(request.descriptors, matched, strict=True)):
             if found is None or replaced[i]:
@@ -281,12 +274,11 @@ class Engine:
                 cost = request.hits_addend or 1
             tag = ALGORITHMS[rule.limit.algorithm].key_tag
             key = keys.counter_key(
-                domain, descriptor.entries, rule.limit, tag, shared, self._key_prefix
+                domain.name, descriptor.entries, rule.limit, tag, shared, self._key_prefix
             )
-            quota = rule.quota_mode or self._quota_mode
-            hits.append(Hit(key, rule.limit, cost, rule.shadow_mode, quota))
+            hits.append(Hit(key, rule.limit, cost, rule.shadow_mode, rule.quota_mode))
             hit_at.append((i, rule.limit, rule))
-        quota_passes = quota_passes and self._quota_mode
+        quota_passes = quota_passes and domain.defaults.quota_mode
         # A shadow quota rule always passes (its status is OK, as in the reference).
         if quota_passes or any(hit.quota and hit.shadow for hit in hits):
             # A quota that passes whatever happens: no quota hit can reject the request, so
@@ -412,5 +404,6 @@ def _rule_for(domain: Domain, descriptor: Descriptor) -> Match | None:
         detailed_metric=False,
         failure_mode=domain.defaults.failure_mode,
         source=None,
+        quota_mode=domain.defaults.quota_mode,
     )
     return Match(rule, None)

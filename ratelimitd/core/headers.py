@@ -21,6 +21,7 @@ import enum
 import functools
 from collections.abc import Sequence
 
+from ratelimitd.core.fired import binding
 from ratelimitd.model.messages import Code, Status
 from ratelimitd.model.rules import Limit, Rule
 
@@ -44,10 +45,12 @@ def whole_seconds(us: int) -> int:
 
 
 def retry_after_s(statuses: Sequence[Status]) -> int:
-    """Seconds until every exceeded limit admits the request again: at least 1. (Statuses
-    with quota limits: HeaderPlan.retry_after_s.)"""
-    wait = max((s.reset_us or 0 for s in statuses if s.code is Code.OVER_LIMIT), default=0)
-    return max(1, whole_seconds(wait))
+    """Seconds until the request can pass (the binding limit's wait): at least 1."""
+    return _wait_s(binding(statuses))
+
+
+def _wait_s(bound: Status | None) -> int:
+    return max(1, whole_seconds(0 if bound is None else bound.reset_us or 0))
 
 
 def sf_string(text: str) -> str:
@@ -90,8 +93,7 @@ class HeaderPlan:
     (limits, policies, names) is computed once, when the plan is made; `build` writes in the
     numbers of one decision.
 
-    `measured` are the statuses that report a current_limit, as (index in the request, rule);
-    `quota` says, for each, whether its limit is a quota (default: none is).
+    `measured` are the statuses that report a current_limit, as (index in the request, rule).
     """
 
     __slots__ = (
@@ -101,19 +103,12 @@ class HeaderPlan:
         "_limit_values",
         "_mode",
         "_names",
-        "_quota",
         "_quoted",
     )
 
-    def __init__(
-        self,
-        measured: Sequence[tuple[int, Rule]],
-        mode: HeaderMode,
-        quota: Sequence[bool] = (),
-    ) -> None:
+    def __init__(self, measured: Sequence[tuple[int, Rule]], mode: HeaderMode) -> None:
         self._mode = mode
         self._at = tuple(i for i, _ in measured)
-        self._quota = tuple(quota) or (False,) * len(measured)
         self._admitted_xratelimit = mode is HeaderMode.XRATELIMIT and bool(self._at)
         limits = [rule.limit for _, rule in measured if rule.limit is not None]
         assert len(limits) == len(measured), "measured statuses have limits"
@@ -149,17 +144,18 @@ class HeaderPlan:
             )
         mode = self._mode
         headers: Headers = []
-        binding = -1
+        bound = None
         if over_limit:
-            binding, wait_us = _binding(statuses, at, self._quota)
-            retry = max(1, whole_seconds(wait_us)) if binding >= 0 else retry_after_s(statuses)
-            headers.append(("Retry-After", str(retry)))
+            bound = binding(statuses)
+            headers.append(("Retry-After", str(_wait_s(bound))))
         if not at or mode is HeaderMode.NONE:
             return tuple(headers)
         if mode is HeaderMode.LEGACY:
-            chosen = _references_choice(statuses, at, self._quota)
+            chosen = _references_choice(statuses, at)
         else:
-            chosen = binding if binding >= 0 else _tightest(statuses, at)
+            # The binding limit, measured by construction (else the tightest).
+            found = [n for n, i in enumerate(at) if statuses[i] is bound]
+            chosen = found[0] if found else _tightest(statuses, at)
         if mode is HeaderMode.IETF:
             return (*headers, *self._ietf(statuses, chosen))
         names = _LEGACY_NAMES if mode is HeaderMode.LEGACY else _XRATELIMIT_NAMES
@@ -170,11 +166,6 @@ class HeaderPlan:
             (names[2], str(whole_seconds(status.reset_us or 0))),
         )
         return tuple(headers)
-
-    def retry_after_s(self, statuses: Sequence[Status]) -> int:
-        """The Retry-After of a rejection with these `statuses`, in seconds."""
-        binding, wait_us = _binding(statuses, self._at, self._quota)
-        return max(1, whole_seconds(wait_us)) if binding >= 0 else retry_after_s(statuses)
 
     def _ietf(self, statuses: Sequence[Status], first: int) -> Headers:
         # One item per distinct limit name; for a limit matched twice, its tighter status.
@@ -205,36 +196,12 @@ def _tightest(statuses: Sequence[Status], at: Sequence[int]) -> int:
     return best
 
 
-def _binding(
-    statuses: Sequence[Status], at: Sequence[int], quota: Sequence[bool]
-) -> tuple[int, int]:
-    """The measured status whose wait is a rejection's Retry-After, and that wait: the
-    longest of the exceeded limits that are not quotas, or the shortest of the quota ones
-    when every quota limit was exceeded, whichever is longer (the first on ties). (-1, 0)
-    when none of the measured statuses is exceeded."""
-    best, wait = -1, 0
-    quota_best, quota_wait, quota_passed = -1, 0, False
-    for n, i in enumerate(at):
-        status = statuses[i]
-        if status.code is not Code.OVER_LIMIT:
-            quota_passed = quota_passed or quota[n]
-            continue
-        reset_us = status.reset_us or 0
-        if not quota[n]:
-            if best < 0 or reset_us > wait:
-                best, wait = n, reset_us
-        elif quota_best < 0 or reset_us < quota_wait:
-            quota_best, quota_wait = n, reset_us
-    if quota_best >= 0 and not quota_passed and (best < 0 or quota_wait > wait):
-        return quota_best, quota_wait
-    return best, wait
-
-
-def _references_choice(statuses: Sequence[Status], at: Sequence[int], quota: Sequence[bool]) -> int:
+def _references_choice(statuses: Sequence[Status], at: Sequence[int]) -> int:
     """The reference's choice among the measured statuses: the last exceeded one that is not
     a quota, else the fewest remaining (the first on ties)."""
     for n in range(len(at) - 1, -1, -1):
-        if not quota[n] and statuses[at[n]].code is Code.OVER_LIMIT:
+        status = statuses[at[n]]
+        if status.code is Code.OVER_LIMIT and not (status.rule and status.rule.quota_mode):
             return n
     best = 0
     for n in range(1, len(at)):

@@ -200,11 +200,14 @@ class ExtractDescriptor:
 
 @dataclass(frozen=True, slots=True)
 class Defaults:
-    """Values for rule fields a file leaves out: the command line's, or a file's `defaults:`."""
+    """Values for rule fields a file leaves out: the command line's, or a file's `defaults:`.
+    `quota_mode` (the command line's only, the reference's QUOTA_MODE) makes every rule of the
+    domain a quota rule, and a descriptor without a limit a quota that passes."""
 
     algorithm: str = DEFAULT_ALGORITHM
     failure_mode: FailureMode = FailureMode.ALLOW
     timezone: str = "UTC"  # of calendar windows
+    quota_mode: bool = False
 
 
 @dataclass(frozen=True, slots=True)
