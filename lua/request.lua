@@ -9,7 +9,8 @@
 --          thousands): the number of requests, then per request its number of hits followed
 --          by 7 tokens per hit: algorithm, requests_per_unit, window (its length us, or a
 --          calendar window's boundaries: lua/window.lua), burst, overdraft (the most debt;
---          0: none), cost, shadow (1/0).
+--          0: none), cost, role (0: plain, 1: shadow, 2: quota; a quota hit rejects the
+--          request only if no quota hit of it is admitted).
 -- ARGV[3]: "dry" for a dry run (explain's peek): every answer is the same, but nothing is
 --          written, so the stored counters and their TTLs stay untouched. Absent otherwise.
 -- Returns 3 integers per hit: admitted (1/0), remaining, reset us.
@@ -29,12 +30,12 @@ local function state_of(key)
   return state
 end
 
--- algorithm, cost, requests_per_unit, unit us, burst, overdraft, shadow of the hit whose
+-- algorithm, cost, requests_per_unit, unit us, burst, overdraft, role of the hit whose
 -- tokens start at base
 local function hit_args(base)
   return algorithms[spec[base]], tonumber(spec[base + 5]), tonumber(spec[base + 1]),
     read_unit(spec[base + 2]), tonumber(spec[base + 3]), tonumber(spec[base + 4]),
-    spec[base + 6] == '1'
+    spec[base + 6]
 end
 
 local out = {}
@@ -43,10 +44,10 @@ for _ = 1, tonumber(spec[1]) do
   local n = tonumber(spec[arg])
   arg = arg + 1
   local staged, staged_ttl, tentative = {}, {}, {}
-  local rejected = false
+  local rejected, quota_over, quota_passed = false, false, false
   for i = 0, n - 1 do
     local key = KEYS[first_key + i]
-    local algorithm, cost, rate, unit, burst, overdraft, shadow = hit_args(arg + i * FIELDS)
+    local algorithm, cost, rate, unit, burst, overdraft, role = hit_args(arg + i * FIELDS)
     local state = staged[key]
     if state == nil then state = state_of(key) end
     local admitted, new_state, remaining, reset, ttl =
@@ -56,8 +57,13 @@ for _ = 1, tonumber(spec[1]) do
       staged[key] = new_state
       staged_ttl[key] = ttl
     end
-    if not admitted and not shadow then rejected = true end
+    if role == '2' then
+      if admitted then quota_passed = true else quota_over = true end
+    elseif role == '0' and not admitted then
+      rejected = true
+    end
   end
+  if quota_over and not quota_passed then rejected = true end
   for i = 0, n - 1 do
     local key = KEYS[first_key + i]
     -- A rejected request keeps only the charges of limits with overdraft.

@@ -184,6 +184,8 @@ def test_ports_and_hosts_make_listen_addresses(
         ("SHADOW_MODE", "1", "shadow_mode", True),
         ("RESPONSE_DYNAMIC_METADATA", "true", "response_dynamic_metadata", True),
         ("RESPONSE_DYNAMIC_METADATA", "F", "response_dynamic_metadata", False),
+        ("QUOTA_MODE", "true", "quota_mode", True),
+        ("QUOTA_MODE", "F", "quota_mode", False),
         ("NEAR_LIMIT_RATIO", "0.75", "near_limit_ratio", 0.75),
         ("CACHE_KEY_PREFIX", "ratelimit:", "key_prefix", "ratelimit:"),
         ("LOCAL_CACHE_SIZE_IN_BYTES", "0", "local_cache_size", 0),
@@ -255,6 +257,9 @@ def test_settings_ratelimitd_does_not_need_are_reported_not_refused() -> None:
         "TRACING_SAMPLING_RATE": "0.1",
         "REDIS_PERSECOND": "true",
         "REDIS_PERSECOND_URL": "r2:6379",
+        "REDIS_STARTUP_MAX_RETRIES": "10",  # a family: any REDIS_STARTUP_* is reported
+        "REDIS_CLUSTER_PIPELINE_PARALLELISM": "4",
+        "PROMETHEUS_RESPONSE_TIME_AS_MILLISECONDS": "true",
     }
     reference = translate(environ)
     assert reference.errors == []

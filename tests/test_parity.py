@@ -57,14 +57,20 @@ LIMITS = PLAIN + [dataclasses.replace(x, overdraft=4) for x in PLAIN if x.reques
 REFUNDED_EXACTLY = [x for x in LIMITS if x.algorithm != "token_bucket"]
 TAGS = "abc"  # hash tags: three slots, on one node or several
 
-# One hit: (limit index, cost, shadow).
-Pick = tuple[int, int, bool]
+# One hit: (limit index, cost, role: plain, shadow or quota).
+Pick = tuple[int, int, str]
 R = TypeVar("R")
 
 
 def hits_of(limits: Sequence[Limit]) -> st.SearchStrategy[Pick]:
     """One hit on one of `limits`."""
-    return st.tuples(st.sampled_from(range(len(limits))), st.integers(0, 12), st.booleans())
+    roles = st.sampled_from(["plain", "shadow", "quota"])
+    return st.tuples(st.sampled_from(range(len(limits))), st.integers(0, 12), roles)
+
+
+def hit(key: str, limit: Limit, cost: int, role: str) -> Hit:
+    """The hit a pick describes."""
+    return Hit(key, limit, cost, role == "shadow", role == "quota")
 
 
 def steps_of(request: st.SearchStrategy[R]) -> st.SearchStrategy[list[tuple[int, list[R]]]]:
@@ -107,7 +113,7 @@ def test_memory_and_redis_agree_exactly(
     redis_server.client().flushall()
 
     def hits(picks: Sequence[Pick]) -> list[Hit]:
-        return [Hit(f"k{i}", LIMITS[i], cost, shadow) for i, cost, shadow in picks]
+        return [hit(f"k{i}", LIMITS[i], cost, role) for i, cost, role in picks]
 
     def remote(clock: FakeClock) -> Store:
         return RedisStore(redis_server.url, timeout=5, clock=clock)
@@ -127,7 +133,7 @@ def test_memory_and_cluster_agree_exactly_within_slots(
 
     def hits(tagged: tuple[str, Sequence[Pick]]) -> list[Hit]:
         tag, picks = tagged
-        return [Hit(f"{{{tag}}}k{i}", LIMITS[i], cost, shadow) for i, cost, shadow in picks]
+        return [hit(f"{{{tag}}}k{i}", LIMITS[i], cost, role) for i, cost, role in picks]
 
     def remote(clock: FakeClock) -> Store:
         return ClusterStore(redis_cluster.nodes, timeout=5, clock=clock)
@@ -147,8 +153,7 @@ def test_memory_and_cluster_agree_exactly_across_slots(
 
     def hits(picks: Sequence[tuple[Pick, str]]) -> list[Hit]:
         return [
-            Hit(f"{{{tag}}}k{i}", REFUNDED_EXACTLY[i], cost, shadow)
-            for (i, cost, shadow), tag in picks
+            hit(f"{{{tag}}}k{i}", REFUNDED_EXACTLY[i], cost, role) for (i, cost, role), tag in picks
         ]
 
     def remote(clock: FakeClock) -> Store:

@@ -20,6 +20,7 @@ descriptors:
   - key: quota
     detailed_metric: true
     shadow_mode: true
+    quota_mode: true
     rate_limit:
       unit: minute
       requests_per_unit: 10
@@ -65,6 +66,7 @@ def test_the_fields_are_every_field_of_the_rule(config: Config, path: Path) -> N
         "overdraft": 30,
         "replaces": [],
         "shadow_mode": True,
+        "quota_mode": True,
         "detailed_metric": True,
         "failure_mode": "allow",
         "unit_multiplier": 1,
@@ -82,23 +84,23 @@ def test_the_fields_are_every_field_of_the_rule(config: Config, path: Path) -> N
 def test_rlconfig_lines_show_overdraft_and_detailed_metric(config: Config, path: Path) -> None:
     assert [config_line(rule) for rule in config.rules] == [
         "d.quota: algorithm=token_bucket unit=MINUTE requests_per_unit=10 burst=20 overdraft=30"
-        " name=tokens shadow_mode=true detailed_metric=true failure_mode=allow"
+        " name=tokens shadow_mode=true quota_mode=true detailed_metric=true failure_mode=allow"
         f" source={path}:3",
-        f"d.free: unlimited replaces=tokens shadow_mode=false failure_mode=allow source={path}:13",
+        f"d.free: unlimited replaces=tokens shadow_mode=false failure_mode=allow source={path}:14",
         "d.five: algorithm=gcra unit=MINUTE requests_per_unit=100 burst=100 unit_multiplier=5"
-        f" shadow_mode=false failure_mode=allow source={path}:15",
+        f" shadow_mode=false failure_mode=allow source={path}:16",
     ]
 
 
 def test_explain_lines_show_overdraft_and_detailed_metric(config: Config, path: Path) -> None:
     assert summary(rule(config, "d.quota")) == (
         "d.quota name=tokens token_bucket 10/minute burst=20 overdraft=30 shadow_mode"
-        f" detailed_metric failure_mode=allow ({path}:3)"
+        f" quota_mode detailed_metric failure_mode=allow ({path}:3)"
     )
     assert summary(rule(config, "d.free")) == (
-        f"d.free unlimited replaces=tokens failure_mode=allow ({path}:13)"
+        f"d.free unlimited replaces=tokens failure_mode=allow ({path}:14)"
     )
     assert (
         summary(rule(config, "d.five"))
-        == f"d.five gcra 100/5 minutes failure_mode=allow ({path}:15)"
+        == f"d.five gcra 100/5 minutes failure_mode=allow ({path}:16)"
     )

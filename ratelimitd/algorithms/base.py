@@ -37,12 +37,15 @@ class Algorithm:
 
 
 class Hit(NamedTuple):
-    """One counter a request touches: store key, limit, cost, and whether it only observes."""
+    """One counter a request touches: store key, limit, cost, whether it only observes
+    (`shadow`: it never rejects the request) and whether it is a quota (`quota`: it rejects
+    the request only together with every other quota hit of it; algorithms.request)."""
 
     key: str
     limit: Limit
     cost: int
     shadow: bool = False
+    quota: bool = False
 
 
 class Outcome(NamedTuple):

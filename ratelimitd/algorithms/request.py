@@ -6,8 +6,12 @@ store by settling the per-slot parts of a request with settle(), and lua/request
 the same steps, in the same order and with the same floating-point operations, inside Redis.
 The rules:
 
-- A request is admitted only if every non-shadow hit is admitted; when it is not, it
-  consumes nothing from limits without overdraft.
+- A request is admitted only if every non-shadow hit is admitted, with one exception: quota
+  hits (the reference's `quota_mode`) reject it only all together. A request with quota hits
+  is rejected when a non-shadow, non-quota hit is not admitted, or when no non-shadow quota
+  hit is. When it is rejected, it consumes nothing from limits without overdraft. An
+  admitted request commits what each of its hits charged as any admitted request does: a
+  quota hit over its limit charged nothing (unless it has overdraft).
 - A limit with overdraft keeps every charge, past its limit too and whatever the request's
   other limits answer: it meters usage that has already happened (a charge Envoy sends after
   the response), so dropping a charge would let usage go unpaid.
@@ -50,13 +54,22 @@ def settle(
 
 
 def rejects(hits: Sequence[Hit], tentative: Sequence[Outcome]) -> bool:
-    """Whether a non-shadow hit of the request was not admitted."""
+    """Whether the request is rejected: a non-shadow, non-quota hit was not admitted, or it
+    has non-shadow quota hits and none of them was admitted."""
+    quota_over = quota_passed = False
     # A loop, not any() over a generator, and strict=False (one outcome per hit by
     # construction): this runs for every request.
     for hit, outcome in zip(hits, tentative, strict=False):
-        if not outcome.admitted and not hit.shadow:
+        if hit.shadow:
+            continue
+        if hit.quota:
+            if outcome.admitted:
+                quota_passed = True
+            else:
+                quota_over = True
+        elif not outcome.admitted:
             return True
-    return False
+    return quota_over and not quota_passed
 
 
 def keeps_charge(hit: Hit, rejected: bool) -> bool:

@@ -25,7 +25,9 @@ log = structlog.get_logger(__name__)
 
 def defaults(settings: Settings) -> Defaults:
     """What a rule leaves unsaid: the default algorithm and failure mode."""
-    return Defaults(settings.default_algorithm, settings.failure_mode)
+    return Defaults(
+        settings.default_algorithm, settings.failure_mode, quota_mode=settings.quota_mode
+    )
 
 
 def load(settings: Settings) -> Config | None:

@@ -68,6 +68,7 @@ class Settings:
     breaker_cooldown: float = 0.5
     default_algorithm: str = DEFAULT_ALGORITHM
     shadow_mode: bool = False
+    quota_mode: bool = False
     near_limit_ratio: float = DEFAULT_NEAR_LIMIT_RATIO
     key_prefix: str = DEFAULT_PREFIX
     drain_timeout: float = 5.0
@@ -207,6 +208,11 @@ def _limit_flags(flags: FlagDeclarer) -> None:
         type=one_of(*sorted(ALGORITHMS)),
     )
     flags.switch("--shadow-mode", "evaluate and count every limit but answer OK")
+    flags.switch(
+        "--quota-mode",
+        "every limit is a quota: an exceeded one answers OVER_LIMIT for its descriptor, but "
+        "rejects the request only if all of the request's quotas are exceeded",
+    )
     flags.option(
         "--near-limit-ratio",
         "a limit is near once this share of it is used (for metrics)",

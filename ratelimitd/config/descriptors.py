@@ -34,6 +34,7 @@ DESCRIPTOR_FIELDS = (
     "rate_limit",
     "descriptors",
     "shadow_mode",
+    "quota_mode",
     "detailed_metric",
     "value_to_metric",
     "share_threshold",
@@ -159,6 +160,7 @@ class DescriptorReader:
         value = nodes.optional_string(fields, "value") or None
         full_key = f"{path}.{key_path([(key, value)])}"
         shadow = nodes.flag(fields, "shadow_mode")
+        quota = nodes.flag(fields, "quota_mode")
         detailed_metric = nodes.flag(fields, "detailed_metric")
         detailed = nodes.flag(fields, "value_to_metric") or detailed_metric
         share = nodes.flag(fields, "share_threshold")
@@ -168,7 +170,9 @@ class DescriptorReader:
         metadata = self._metadata(fields)
         if "rate_limit" in fields:
             source = nodes.source(node)
-            rule = self.rule(fields["rate_limit"], full_key, shadow, detailed, source, metadata)
+            rule = self.rule(
+                fields["rate_limit"], full_key, shadow, detailed, source, metadata, quota
+            )
         if metadata and (rule is None or rule.unlimited):
             nodes.warning(
                 fields["metadata"],
@@ -186,6 +190,7 @@ class DescriptorReader:
         detailed: bool,
         source: Source,
         metadata: Mapping[str, object] | None = None,
+        quota: bool = False,
     ) -> Rule | None:
         """The rule of one `rate_limit`; its source is the descriptor's (or plan's) line, its
         `metadata` the descriptor's. None, after errors, if it has any."""
@@ -237,6 +242,7 @@ class DescriptorReader:
             failure_mode=failure_mode,
             source=source,
             metadata=metadata,
+            quota_mode=quota or self.defaults.quota_mode,
         )
         self.rules.append(rule)
         return rule

@@ -17,7 +17,14 @@ from ratelimitd.config.yamlnodes import (
 from ratelimitd.model.rules import FailureMode, KeyIndex, Node, Rule, Source
 
 QUOTA_FIELDS = ("tenant_key", "plans", "default_plan", "tenants")
-PLAN_FIELDS = ("extends", "rate_limit", "descriptors", "shadow_mode", "detailed_metric")
+PLAN_FIELDS = (
+    "extends",
+    "rate_limit",
+    "descriptors",
+    "shadow_mode",
+    "quota_mode",
+    "detailed_metric",
+)
 TENANT_FIELDS = ("plan", "overrides")
 OVERRIDE_FIELDS = (
     "unit",
@@ -221,7 +228,8 @@ class QuotaReader:
             shadow = nodes.flag(fields, "shadow_mode")
             detailed = nodes.flag(fields, "detailed_metric")
             source = nodes.source(key_node)
-            rule = reader.rule(fields["rate_limit"], root, shadow, detailed, source)
+            quota = nodes.flag(fields, "quota_mode")
+            rule = reader.rule(fields["rate_limit"], root, shadow, detailed, source, quota=quota)
         children = reader.level(fields.get("descriptors"), root)
         named: dict[str, Rule] = {}
         for planned in reader.rules[first_rule:]:

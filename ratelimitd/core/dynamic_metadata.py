@@ -46,7 +46,7 @@ def decision_fields(statuses: Sequence[Status]) -> Fields:
     if merged:
         fields["metadata"] = merged
     over = fired(statuses)
-    first = binding(over)
+    first = binding(statuses)
     if first is not None and first.rule is not None:
         fields["overLimit"] = [_over(status) for status in over]
         fields["firedLimit"] = limit_name(first.rule)

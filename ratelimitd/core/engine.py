@@ -12,11 +12,11 @@ from collections.abc import Sequence
 
 import structlog
 
-from ratelimitd.algorithms import ALGORITHMS, Hit, Outcome
+from ratelimitd.algorithms import ALGORITHMS, Hit, Outcome, rejects
 from ratelimitd.core import headers, keys, problem
 from ratelimitd.core.headers import HeaderMode, HeaderPlan
 from ratelimitd.core.matcher import Match, match
-from ratelimitd.core.overlimit_cache import Cached, OverLimitCache
+from ratelimitd.core.overlimit_cache import OverLimitCache
 from ratelimitd.core.problem import BodyMode
 from ratelimitd.core.validation import DEFAULT_REQUEST_LIMITS, RequestLimits, validate
 from ratelimitd.model.messages import (
@@ -61,9 +61,10 @@ class Plan:
     whether another matched rule's `replaces` drops that rule; `details` holds, per descriptor,
     its values as `key_value.key_value` when its rule asks for per-value metrics;
     `charges_overdraft` says whether a hit charges a limit with overdraft (such a request
-    must reach the store, whatever the local over-limit cache knows). `memo` is for the
-    layers around the engine to keep what they derive from the plan (the wire encoder's
-    current_limit fields): it lives and dies with the plan.
+    must reach the store, whatever the local over-limit cache knows); `has_quota` whether a
+    hit is a quota one (whether the request is rejected then takes all of them). `memo` is
+    for the layers around the engine to keep what they derive from the plan (the wire
+    encoder's current_limit fields): it lives and dies with the plan.
     """
 
     __slots__ = (
@@ -71,6 +72,7 @@ class Plan:
         "details",
         "domain",
         "fixed",
+        "has_quota",
         "header_plan",
         "hit_at",
         "hits",
@@ -104,6 +106,7 @@ class Plan:
         # Admitted with fewer than this many left is near the limit.
         self.near_below = tuple(near_fraction * limit.burst for _, limit, _ in hit_at)
         self.charges_overdraft = any(hit.limit.overdraft and hit.cost for hit in hits)
+        self.has_quota = any(hit.quota for hit in hits)
         # Without a counter to read, every decision of the plan is this one.
         self.fixed = (
             None if hits else Decision(Code.OK, statuses, header_plan.build(statuses, False))
@@ -225,25 +228,7 @@ class Engine:
         replaced = tuple(
             m is not None and m.rule.name is not None and m.rule.name in names for m in matched
         )
-        statuses: list[Status] = [OK_STATUS] * count
-        hits: list[Hit] = []
-        hit_at: list[tuple[int, Limit, Rule]] = []
-        for i, (descriptor, found) in enumerate(zip(request.descriptors, matched, strict=True)):
-            if found is None or replaced[i]:
-                continue
-            rule, shared = found
-            if rule.limit is None:
-                statuses[i] = Status(Code.OK, None, UNLIMITED_REMAINING)
-                continue
-            cost = descriptor.hits_addend
-            if cost is None:
-                cost = request.hits_addend or 1
-            tag = ALGORITHMS[rule.limit.algorithm].key_tag
-            key = keys.counter_key(
-                domain.name, descriptor.entries, rule.limit, tag, shared, self._key_prefix
-            )
-            hits.append(Hit(key, rule.limit, cost, rule.shadow_mode))
-            hit_at.append((i, rule.limit, rule))
+        statuses, hits, hit_at = self._hits(domain, request, matched, replaced)
         details = tuple(
             key_path(d.entries) if m is not None and m.rule.detailed_metric else None
             for d, m in zip(request.descriptors, matched, strict=True)
@@ -261,30 +246,62 @@ class Engine:
             self._near_fraction,
         )
 
-    def _answer_from_cache(self, plan: Plan, cache: OverLimitCache) -> Decision | None:
-        """The request rejected locally if one of its limits is known to be over, else None.
+    def _hits(
+        self,
+        domain: Domain,
+        request: Request,
+        matched: tuple[Match | None, ...],
+        replaced: tuple[bool, ...],
+    ) -> tuple[list[Status], list[Hit], list[tuple[int, Limit, Rule]]]:
+        """The statuses known without a counter, the hits to evaluate and, per hit, its
+        status index, limit and rule."""
+        statuses: list[Status] = [OK_STATUS] * len(request.descriptors)
+        hits: list[Hit] = []
+        hit_at: list[tuple[int, Limit, Rule]] = []
+        # Under --quota-mode (the domain's defaults) a descriptor without a limit counts as a
+        # quota that passed.
+        quota_passes = False
+        for i, (descriptor, found) in enumerate(zip(request.descriptors, matched, strict=True)):
+            if found is None or replaced[i]:
+                quota_passes = True
+                continue
+            rule, shared = found
+            if rule.limit is None:  # unlimited: not a quota that counts, either way
+                statuses[i] = Status(Code.OK, None, UNLIMITED_REMAINING)
+                continue
+            cost = descriptor.hits_addend
+            if cost is None:
+                cost = request.hits_addend or 1
+            tag = ALGORITHMS[rule.limit.algorithm].key_tag
+            key = keys.counter_key(
+                domain.name, descriptor.entries, rule.limit, tag, shared, self._key_prefix
+            )
+            hits.append(Hit(key, rule.limit, cost, rule.shadow_mode, rule.quota_mode))
+            hit_at.append((i, rule.limit, rule))
+        quota_passes = quota_passes and domain.defaults.quota_mode
+        # A shadow quota rule always passes (its status is OK, as in the reference).
+        if quota_passes or any(hit.quota and hit.shadow for hit in hits):
+            # A quota that passes whatever happens: no quota hit can reject the request, so
+            # to the store they are shadow hits (their statuses still tell their verdicts).
+            hits = [hit._replace(shadow=True) if hit.quota else hit for hit in hits]
+        return statuses, hits, hit_at
 
-        Nothing would be consumed from the other limits of a rejected request, so the store
-        is not needed; their statuses are OK without a measured remaining.
-        """
+    def _answer_from_cache(self, plan: Plan, cache: OverLimitCache) -> Decision | None:
+        """The request rejected locally if every one of its limits is known to be over and
+        that rejects it, else None: the store is asked, and every limit gets its own verdict
+        (one not known to be over would have to be read to tell it)."""
         now = cache.clock()
-        found: list[Cached | None] | None = None
-        for n, hit in enumerate(plan.hits):
-            # A check (cost 0) is rejected exactly when a cost of 1 would be.
+        outcomes: list[Outcome] = []
+        for hit in plan.hits:
+            # A check (cost 0) is rejected exactly when a cost of 1 would be. Shadow hits are
+            # never cached: their requests always reach the store.
             cached = None if hit.shadow else cache.lookup(hit.key, hit.cost or 1, now)
-            if cached is not None:
-                if found is None:
-                    found = [None] * len(plan.hits)
-                found[n] = cached
-        if found is None:
-            return None
-        statuses = list(plan.statuses)
-        for (i, _, rule), cached in zip(plan.hit_at, found, strict=True):
             if cached is None:
-                statuses[i] = Status(_OK, rule, 0)
-            else:
-                statuses[i] = Status(_OVER, rule, cached.remaining, cached.reset_us, _CACHE_HIT)
-        return self._conclude(plan, statuses, True, 0.0)
+                return None
+            outcomes.append(_new(Outcome, (False, cached.remaining, cached.reset_us)))
+        if not rejects(plan.hits, outcomes):
+            return None  # an admitted request must commit its charges
+        return self._conclude_outcomes(plan, outcomes, 0.0, _CACHE_HIT)
 
     def _remember_rejections(
         self, hits: Sequence[Hit], outcomes: Sequence[Outcome], sent_at: int
@@ -305,9 +322,14 @@ class Engine:
             self._cache.record(hit.key, cost, outcome.remaining, outcome.reset_us, sent_at)
 
     def _conclude_outcomes(
-        self, plan: Plan, outcomes: Sequence[Outcome], store_s: float
+        self,
+        plan: Plan,
+        outcomes: Sequence[Outcome],
+        store_s: float,
+        over_result: Result | None = None,
     ) -> Decision:
-        """The decision on one outcome per hit of `plan`."""
+        """The decision on one outcome per hit of `plan`; `over_result` replaces the result
+        of exceeded limits (the local over-limit cache's answers)."""
         statuses = list(plan.statuses)
         over = False
         # strict=False: one outcome per hit by construction, and strict=True costs a third of
@@ -325,8 +347,11 @@ class Engine:
                 statuses[i] = Status(_OK, rule, remaining, reset_us, _SHADOW_OVER)
             else:
                 over = True
-                result = _SHADOW_OVER if self._shadow_mode else _OVER_RESULT
+                result = over_result or (_SHADOW_OVER if self._shadow_mode else _OVER_RESULT)
                 statuses[i] = Status(_OVER, rule, remaining, reset_us, result)
+        if over and plan.has_quota:
+            # An exceeded quota limit rejects only together with all of the request's.
+            over = rejects(plan.hits, outcomes)
         return self._conclude(plan, statuses, over, store_s)
 
     def _fail(self, plan: Plan, store_s: float) -> Decision:
@@ -379,5 +404,6 @@ def _rule_for(domain: Domain, descriptor: Descriptor) -> Match | None:
         detailed_metric=False,
         failure_mode=domain.defaults.failure_mode,
         source=None,
+        quota_mode=domain.defaults.quota_mode,
     )
     return Match(rule, None)

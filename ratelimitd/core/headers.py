@@ -1,12 +1,18 @@
 """Response headers Envoy adds to the client's response: Retry-After on every OVER_LIMIT, and
 the rate limit fields of the chosen style.
 
-- `xratelimit`: X-RateLimit-Limit/Remaining/Reset (draft-polli-ratelimit-headers-03), built
-  exactly as Envoy's `enable_x_ratelimit_headers: DRAFT_VERSION_03` builds them from our
-  statuses, so either source gives the same values.
+- `xratelimit`: X-RateLimit-Limit/Remaining/Reset (draft-polli-ratelimit-headers-03), in the
+  format of Envoy's `enable_x_ratelimit_headers: DRAFT_VERSION_03`, for one limit: on a
+  rejection the binding one (whose wait is the Retry-After), else the tightest (fewest
+  remaining; on ties the longest reset, where Envoy's own builder takes the first).
 - `ietf`: RateLimit-Policy and RateLimit (draft-ietf-httpapi-ratelimit-headers), one item per
-  limit, as structured-field lists.
-- `legacy`: RateLimit-Limit/Remaining/Reset, envoyproxy/ratelimit's names and values.
+  limit, as structured-field lists, the one xratelimit describes first.
+- `legacy`: RateLimit-Limit/Remaining/Reset, envoyproxy/ratelimit's names, values and choice
+  of limit: the last exceeded one that is not a quota, else the fewest remaining (the first
+  on ties).
+
+Retry-After is the wait until the request can pass: until every exceeded limit admits it, and,
+when every quota limit of the request rejected it, until the first of them admits it.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import enum
 import functools
 from collections.abc import Sequence
 
+from ratelimitd.core.fired import binding
 from ratelimitd.model.messages import Code, Status
 from ratelimitd.model.rules import Limit, Rule
 
@@ -38,9 +45,12 @@ def whole_seconds(us: int) -> int:
 
 
 def retry_after_s(statuses: Sequence[Status]) -> int:
-    """Seconds until every exceeded limit admits the request again: at least 1."""
-    wait = max((s.reset_us or 0 for s in statuses if s.code is Code.OVER_LIMIT), default=0)
-    return max(1, whole_seconds(wait))
+    """Seconds until the request can pass (the binding limit's wait): at least 1."""
+    return _wait_s(binding(statuses))
+
+
+def _wait_s(bound: Status | None) -> int:
+    return max(1, whole_seconds(0 if bound is None else bound.reset_us or 0))
 
 
 def sf_string(text: str) -> str:
@@ -83,9 +93,7 @@ class HeaderPlan:
     (limits, policies, names) is computed once, when the plan is made; `build` writes in the
     numbers of one decision.
 
-    `measured` are the statuses that report a current_limit, as (index in the request, rule):
-    Envoy's own header builder sees exactly those (one not evaluated, say because the request
-    was rejected locally, counts with its remaining, 0).
+    `measured` are the statuses that report a current_limit, as (index in the request, rule).
     """
 
     __slots__ = (
@@ -127,12 +135,7 @@ class HeaderPlan:
         (Retry-After only then)."""
         at = self._at
         if self._admitted_xratelimit and not over_limit:  # the usual answer, directly
-            best = 0
-            if len(at) > 1:  # Envoy's choice: the fewest remaining, the first on ties
-                least = statuses[at[0]].remaining
-                for n in range(1, len(at)):
-                    if statuses[at[n]].remaining < least:
-                        best, least = n, statuses[at[n]].remaining
+            best = _tightest(statuses, at) if len(at) > 1 else 0
             status = statuses[at[best]]
             return (
                 ("X-RateLimit-Limit", self._limit_values[best]),
@@ -141,42 +144,32 @@ class HeaderPlan:
             )
         mode = self._mode
         headers: Headers = []
+        bound = None
         if over_limit:
-            headers.append(("Retry-After", str(retry_after_s(statuses))))
+            bound = binding(statuses)
+            headers.append(("Retry-After", str(_wait_s(bound))))
         if not at or mode is HeaderMode.NONE:
             return tuple(headers)
-        if mode is HeaderMode.IETF:
-            return (*headers, *self._ietf(statuses))
-        if mode is HeaderMode.XRATELIMIT:
-            # Envoy's choice: the fewest remaining, the first on ties.
-            best = 0
-            least = statuses[at[0]].remaining
-            for n in range(1, len(at)):
-                remaining = statuses[at[n]].remaining
-                if remaining < least:
-                    best, least = n, remaining
-            names = _XRATELIMIT_NAMES
+        if mode is HeaderMode.LEGACY:
+            chosen = _references_choice(statuses, at)
         else:
-            # The reference's choice: an exceeded limit first, then the fewest remaining.
-            best = min(
-                range(len(at)),
-                key=lambda n: (
-                    statuses[at[n]].code is not Code.OVER_LIMIT,
-                    statuses[at[n]].remaining,
-                ),
-            )
-            names = _LEGACY_NAMES
-        status = statuses[at[best]]
+            # The binding limit, measured by construction (else the tightest).
+            found = [n for n, i in enumerate(at) if statuses[i] is bound]
+            chosen = found[0] if found else _tightest(statuses, at)
+        if mode is HeaderMode.IETF:
+            return (*headers, *self._ietf(statuses, chosen))
+        names = _LEGACY_NAMES if mode is HeaderMode.LEGACY else _XRATELIMIT_NAMES
+        status = statuses[at[chosen]]
         headers += (
-            (names[0], self._limit_values[best]),
+            (names[0], self._limit_values[chosen]),
             (names[1], str(status.remaining)),
             (names[2], str(whole_seconds(status.reset_us or 0))),
         )
         return tuple(headers)
 
-    def _ietf(self, statuses: Sequence[Status]) -> Headers:
+    def _ietf(self, statuses: Sequence[Status], first: int) -> Headers:
         # One item per distinct limit name; for a limit matched twice, its tighter status.
-        chosen: dict[str, int] = {}
+        chosen: dict[str, int] = {self._names[first]: first}
         for n, name in enumerate(self._names):
             seen = chosen.get(name)
             if seen is None or statuses[self._at[n]].remaining < statuses[self._at[seen]].remaining:
@@ -188,3 +181,30 @@ class HeaderPlan:
             for n in chosen.values()
         )
         return [("RateLimit-Policy", policy), ("RateLimit", remaining)]
+
+
+def _tightest(statuses: Sequence[Status], at: Sequence[int]) -> int:
+    """Which of the measured statuses `at` has the fewest remaining; on ties the longest
+    reset, then the first."""
+    best = 0
+    least, longest = statuses[at[0]].remaining, statuses[at[0]].reset_us or 0
+    for n in range(1, len(at)):
+        status = statuses[at[n]]
+        remaining, reset_us = status.remaining, status.reset_us or 0
+        if remaining < least or (remaining == least and reset_us > longest):
+            best, least, longest = n, remaining, reset_us
+    return best
+
+
+def _references_choice(statuses: Sequence[Status], at: Sequence[int]) -> int:
+    """The reference's choice among the measured statuses: the last exceeded one that is not
+    a quota, else the fewest remaining (the first on ties)."""
+    for n in range(len(at) - 1, -1, -1):
+        status = statuses[at[n]]
+        if status.code is Code.OVER_LIMIT and not (status.rule and status.rule.quota_mode):
+            return n
+    best = 0
+    for n in range(1, len(at)):
+        if statuses[at[n]].remaining < statuses[at[best]].remaining:
+            best = n
+    return best

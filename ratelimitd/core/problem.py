@@ -47,7 +47,7 @@ def problem_json(statuses: Sequence[Status], retry_after_s: int) -> bytes:
         "retry_after_seconds": retry_after_s,
         "limits": limits,
     }
-    first = binding(over)
+    first = binding(statuses)
     if first is not None and first.rule is not None:
         document["fired_limit"] = limit_name(first.rule)
     return json.dumps(document, separators=(",", ":")).encode()

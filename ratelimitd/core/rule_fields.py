@@ -27,6 +27,7 @@ class RuleFields(TypedDict):
     overdraft: int | None
     replaces: list[str]
     shadow_mode: bool
+    quota_mode: bool
     detailed_metric: bool
     failure_mode: str
     unit_multiplier: int | None
@@ -50,6 +51,7 @@ def rule_fields(rule: Rule) -> RuleFields:
         "overdraft": None if limit is None else limit.overdraft,
         "replaces": sorted(rule.replaces),
         "shadow_mode": rule.shadow_mode,
+        "quota_mode": rule.quota_mode,
         "detailed_metric": rule.detailed_metric,
         "failure_mode": rule.failure_mode.value,
         "unit_multiplier": None if limit is None else limit.unit_multiplier,
@@ -60,8 +62,8 @@ def rule_fields(rule: Rule) -> RuleFields:
 
 def config_line(rule: Rule) -> str:
     """The rule's /rlconfig line: `<full key>: <settings> source=<file:line>`, every setting
-    as key=value; name, replaces, overdraft, unit_multiplier, calendar (its time zone) and
-    detailed_metric only when set."""
+    as key=value; name, replaces, overdraft, unit_multiplier, calendar (its time zone),
+    quota_mode and detailed_metric only when set."""
     fields = rule_fields(rule)
     if fields["unlimited"]:
         settings = ["unlimited"]
@@ -80,6 +82,8 @@ def config_line(rule: Rule) -> str:
     if fields["replaces"]:
         settings.append(f"replaces={','.join(fields['replaces'])}")
     settings.append(f"shadow_mode={str(fields['shadow_mode']).lower()}")
+    if fields["quota_mode"]:
+        settings.append("quota_mode=true")
     if fields["detailed_metric"]:
         settings.append("detailed_metric=true")
     settings.append(f"failure_mode={fields['failure_mode']} source={fields['source']}")
@@ -88,7 +92,8 @@ def config_line(rule: Rule) -> str:
 
 def summary(rule: Rule) -> str:
     """The rule in a few words for explain's text: `<full key> [name=] <algorithm> <n>/<window>
-    [burst=] [overdraft=] [replaces=] [shadow_mode] [detailed_metric] failure_mode= (source)`;
+    [burst=] [overdraft=] [replaces=] [shadow_mode] [quota_mode] [detailed_metric]
+    failure_mode= (source)`;
     burst only where the algorithm has one that differs from the rate."""
     fields = rule_fields(rule)
     parts = [fields["full_key"]]
@@ -107,6 +112,8 @@ def summary(rule: Rule) -> str:
         parts.append(f"replaces={','.join(fields['replaces'])}")
     if fields["shadow_mode"]:
         parts.append("shadow_mode")
+    if fields["quota_mode"]:
+        parts.append("quota_mode")
     if fields["detailed_metric"]:
         parts.append("detailed_metric")
     parts.append(f"failure_mode={fields['failure_mode']}")

@@ -105,7 +105,9 @@ class Rule:
     """A `rate_limit` as configured at one descriptor node (or synthesised from Envoy's
     per-descriptor limit override).
 
-    `limit` is None exactly when the rule is unlimited.
+    `limit` is None exactly when the rule is unlimited. A `quota_mode` rule over its limit
+    answers OVER_LIMIT for its descriptor but rejects the request only together with every
+    other quota rule of it (the reference's `quota_mode`).
     """
 
     domain: str
@@ -120,6 +122,7 @@ class Rule:
     # The descriptor's `metadata:`, for the answer's dynamic metadata; not part of equality
     # (a dict has no hash).
     metadata: Mapping[str, object] | None = field(default=None, compare=False)
+    quota_mode: bool = False
 
     @property
     def unlimited(self) -> bool:
@@ -197,11 +200,14 @@ class ExtractDescriptor:
 
 @dataclass(frozen=True, slots=True)
 class Defaults:
-    """Values for rule fields a file leaves out: the command line's, or a file's `defaults:`."""
+    """Values for rule fields a file leaves out: the command line's, or a file's `defaults:`.
+    `quota_mode` (the command line's only, the reference's QUOTA_MODE) makes every rule of the
+    domain a quota rule, and a descriptor without a limit a quota that passes."""
 
     algorithm: str = DEFAULT_ALGORITHM
     failure_mode: FailureMode = FailureMode.ALLOW
     timezone: str = "UTC"  # of calendar windows
+    quota_mode: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,6 +22,10 @@ request order. All calls go out in one pipeline: one write per node, all nodes a
   if, within that round trip, the counter filled up (bucket) or went idle (GCRA) and other
   requests used it. A refunded token bucket is re-based at the evaluation time, so a later
   answer can round 1 us differently.
+- A quota hit (algorithms.request) rejects only together with every quota hit of its
+  request, which one slot cannot know: in a request spanning slots, quota hits go to their
+  slots as shadow hits (they reject no part), and the request's rejection is decided here,
+  refunding its parts like any other.
 - peek() (explain) sends the same calls as a dry run: nothing is written, so nothing needs a
   refund, and a request spanning slots gets the answer a single Redis would give it.
 """
@@ -169,7 +173,7 @@ def _place(hits: Sequence[Hit], calls: dict[int, list[Sequence[Hit]]]) -> list[P
     placed = []
     for slot, indices in by_slot.items():
         parts = calls.setdefault(slot, [])
-        part = [hits[i] for i in indices]
+        part = _part(hits, indices)
         # Just before the part, its probes read the counters as the part finds them: what
         # the request reports if another part rejects it.
         parts.append(probes(part))
@@ -198,14 +202,19 @@ def _settle(
     outcomes, rejected = settle(hits, [evaluated[i] for i in range(len(hits))], peeked.__getitem__)
     if rejected:
         for slot, _, indices in placed:
-            part = [hits[i] for i in indices]
-            if rejects(part, [evaluated[i] for i in indices]):
+            if rejects(_part(hits, indices), [evaluated[i] for i in indices]):
                 continue  # its slot committed only the charges a rejected request keeps
             for i in indices:
                 hit = hits[i]
                 if evaluated[i].admitted and hit.cost > 0 and not keeps_charge(hit, rejected):
                     refunds.setdefault(slot, []).append((hit, evaluated[i].reset_us))
     return outcomes
+
+
+def _part(hits: Sequence[Hit], indices: list[int]) -> list[Hit]:
+    """The hits of one slot's part of a request spanning slots, as its script gets them:
+    quota hits as shadow ones, since whether they reject depends on the other slots too."""
+    return [hits[i]._replace(shadow=True) if hits[i].quota else hits[i] for i in indices]
 
 
 def _store_error(exc: BaseException) -> StoreError:

@@ -73,7 +73,7 @@ def tokens_valid(hits: Sequence[Hit], now_us: int) -> tuple[int, int]:
 
 def hit_tokens(hits: Sequence[Hit], now_us: int) -> str:
     """One request's part of the script's batch argument (see lua/request.lua): its number
-    of hits, then each hit's limit, overdraft, cost and shadow flag."""
+    of hits, then each hit's limit, overdraft, cost and role (plain, shadow or quota)."""
     tokens = [str(len(hits))]
     for hit in hits:
         limit = hit.limit
@@ -81,7 +81,7 @@ def hit_tokens(hits: Sequence[Hit], now_us: int) -> str:
             limit_tokens(limit, now_us),
             str(limit.overdraft),
             str(hit.cost),
-            "1" if hit.shadow else "0",
+            "1" if hit.shadow else "2" if hit.quota else "0",
         )
     return " ".join(tokens)
 

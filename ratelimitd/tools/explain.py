@@ -293,6 +293,8 @@ def _descriptor_text(number: int, item: DescriptorExplanation, rejected: bool) -
                 verdict, after = "rejected", f"retry in {reset}"
                 if status.code is Code.OK:
                     verdict += " (shadow mode)"
+                elif not rejected:
+                    verdict += " (a quota: another quota of the request admits it)"
             lines.append(
                 f"  cost {counter.cost}: {verdict} -> {status.code.name}, "
                 f"{status.remaining} remaining, {after}"

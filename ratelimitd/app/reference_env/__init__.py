@@ -25,7 +25,13 @@ from ratelimitd.app.reference_env.translators import (
     translate_tracing,
 )
 from ratelimitd.app.reference_env.values import PARSERS
-from ratelimitd.app.reference_env.variables import ACCEPTED, IGNORED, SIMPLE, VARIABLES
+from ratelimitd.app.reference_env.variables import (
+    ACCEPTED,
+    IGNORED,
+    IGNORED_FAMILIES,
+    SIMPLE,
+    VARIABLES,
+)
 
 __all__ = ["VARIABLES", "Translation", "translate"]
 
@@ -55,4 +61,6 @@ def translate(environ: Mapping[str, str]) -> Translation:
             reader.result.errors.append(str(exc))
     for table, into in ((ACCEPTED, reader.result.accepted), (IGNORED, reader.result.ignored)):
         into.update((name, why) for name, why in table.items() if reader.value(name))
+    for prefix, why in IGNORED_FAMILIES.items():
+        reader.result.ignored.update((name, why) for name in reader.named(prefix))
     return reader.result

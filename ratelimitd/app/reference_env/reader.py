@@ -75,6 +75,12 @@ class Reader:
         """The variable's value; None when unset or empty."""
         return self._environ.get(name) or None
 
+    def named(self, prefix: str) -> list[str]:
+        """The variables whose names start with `prefix` that are set (and not empty)."""
+        return sorted(
+            name for name, value in self._environ.items() if name.startswith(prefix) and value
+        )
+
     def flag(self, name: str) -> bool:
         """A boolean variable, read as the reference reads it (Go's strconv.ParseBool)."""
         text = self.value(name)

@@ -73,4 +73,5 @@ PARSERS: dict[str, Callable[[str], str]] = {
     "NEAR_LIMIT_RATIO": _ratio,
     "CACHE_KEY_PREFIX": _key_prefix,
     "LOCAL_CACHE_SIZE_IN_BYTES": _local_cache_size,
+    "QUOTA_MODE": _switch,
 }

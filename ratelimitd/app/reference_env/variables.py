@@ -85,6 +85,11 @@ IGNORED = {
     "MERGE_DOMAIN_CONFIG": "not supported: a domain defined in two files is a config error",
     "FORCE_START_WITHOUT_INITIAL_CONFIG": "not supported: serve refuses to start without a "
     "valid config",
+    "REDIS_CLUSTER_PIPELINE_PARALLELISM": "not needed: with a cluster, each batch goes to "
+    "every node at once, one pipeline per node",
+    "PROMETHEUS_RESPONSE_TIME_AS_MILLISECONDS": "not supported: durations are in seconds "
+    "(ratelimitd_request_duration_seconds, as Prometheus names them): multiply by 1000 in "
+    "queries",
     **dict.fromkeys(
         (
             "MEMCACHE_HOST_PORT",
@@ -119,6 +124,14 @@ IGNORED = {
         ),
         _XDS,
     ),
+}
+
+# Prefixes naming families of reference settings without an equivalent here (each member
+# reported as ignored, whatever its name).
+IGNORED_FAMILIES = {
+    "REDIS_STARTUP_": "not needed: serve starts without waiting for Redis and keeps trying "
+    "it; until it answers, the rules' failure modes answer and /healthcheck says 503 "
+    "(store_unreachable, then store_reachable, in the log)",
 }
 
 # Groups of variables translated together, each into one or a few of ours.
@@ -167,6 +180,7 @@ SIMPLE = {
     "NEAR_LIMIT_RATIO": "RATELIMITD_NEAR_LIMIT_RATIO",
     "CACHE_KEY_PREFIX": "RATELIMITD_KEY_PREFIX",
     "LOCAL_CACHE_SIZE_IN_BYTES": "RATELIMITD_LOCAL_CACHE_SIZE",
+    "QUOTA_MODE": "RATELIMITD_QUOTA_MODE",
 }
 # Every reference variable read here.
 VARIABLES = frozenset(

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from operator import attrgetter
 
 from ratelimitd.core.engine import Engine, Plan
-from ratelimitd.core.headers import US_PER_S, HeaderMode, retry_after_s, whole_seconds
+from ratelimitd.core.headers import US_PER_S, HeaderMode, whole_seconds
 from ratelimitd.model.messages import Code, Decision, Request, Result
 from ratelimitd.model.rules import Config, Rule
 from ratelimitd.storage.clock import FakeClock
@@ -86,9 +86,9 @@ class _Recorder:
         if admitted:
             report.admitted += 1
         else:
-            report.max_retry_after_s = max(
-                report.max_retry_after_s or 0, retry_after_s(decision.statuses)
-            )
+            # The Retry-After sent: every rejection carries one, whatever the header mode.
+            wait = int(dict(decision.response_headers)["Retry-After"])
+            report.max_retry_after_s = max(report.max_retry_after_s or 0, wait)
             if report.first_rejection_us is None:
                 report.first_rejection_us = t_us
         for status in decision.statuses:
