@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from ratelimitd.config.loader import load_config
-from ratelimitd.core.engine import Engine, Plan
+from ratelimitd.core.engine import Engine
+from ratelimitd.core.plan import Plan
 from ratelimitd.model.messages import Descriptor, Request
 from ratelimitd.model.rules import Config
 from ratelimitd.storage.clock import FakeClock

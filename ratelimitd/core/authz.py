@@ -23,7 +23,8 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 from ratelimitd.core import extract
-from ratelimitd.core.engine import Engine, Plan
+from ratelimitd.core.engine import Engine
+from ratelimitd.core.plan import Plan
 from ratelimitd.model.messages import Code, Decision, HttpAttributes, Request, StoreUnavailableError
 
 # The context extension naming the domain.

@@ -17,6 +17,7 @@ from ratelimitd.core import headers, keys, problem
 from ratelimitd.core.headers import HeaderMode, HeaderPlan
 from ratelimitd.core.matcher import Match, match
 from ratelimitd.core.overlimit_cache import OverLimitCache
+from ratelimitd.core.plan import Plan
 from ratelimitd.core.problem import BodyMode
 from ratelimitd.core.validation import DEFAULT_REQUEST_LIMITS, RequestLimits, validate
 from ratelimitd.model.messages import (
@@ -48,70 +49,6 @@ DEFAULT_NEAR_LIMIT_RATIO = 0.8
 FAILURE_RETRY_US = 1_000_000
 # At most one store-failure log line per this many seconds; the rest are counted.
 _FAILURE_LOG_INTERVAL_S = 1.0
-
-
-class Plan:
-    """A request as the config sees it, made once per distinct request and kept: statuses
-    known without counters (no limit, unlimited, replaced), the hits to evaluate with the
-    status index each fills, and what every decision of it shares (its headers' fixed parts,
-    each hit's near-limit threshold, the whole answer when nothing needs a counter).
-
-    `domain` is the request's domain if the config has it; per descriptor, `matches` holds
-    the rule it reached (Envoy's limit override, the config's match, or None) and `replaced`
-    whether another matched rule's `replaces` drops that rule; `details` holds, per descriptor,
-    its values as `key_value.key_value` when its rule asks for per-value metrics;
-    `charges_overdraft` says whether a hit charges a limit with overdraft (such a request
-    must reach the store, whatever the local over-limit cache knows); `has_quota` whether a
-    hit is a quota one (whether the request is rejected then takes all of them). `memo` is
-    for the layers around the engine to keep what they derive from the plan (the wire
-    encoder's current_limit fields): it lives and dies with the plan.
-    """
-
-    __slots__ = (
-        "charges_overdraft",
-        "details",
-        "domain",
-        "fixed",
-        "has_quota",
-        "header_plan",
-        "hit_at",
-        "hits",
-        "matches",
-        "memo",
-        "near_below",
-        "replaced",
-        "statuses",
-    )
-
-    def __init__(
-        self,
-        domain: str | None,
-        matches: tuple[Match | None, ...],
-        replaced: tuple[bool, ...],
-        statuses: tuple[Status, ...],
-        hits: tuple[Hit, ...],
-        hit_at: tuple[tuple[int, Limit, Rule], ...],
-        details: tuple[str | None, ...],
-        header_plan: HeaderPlan,
-        near_fraction: float,
-    ) -> None:
-        self.domain = domain
-        self.matches = matches
-        self.replaced = replaced
-        self.statuses = statuses
-        self.hits = hits
-        self.hit_at = hit_at
-        self.details = details
-        self.header_plan = header_plan
-        # Admitted with fewer than this many left is near the limit.
-        self.near_below = tuple(near_fraction * limit.burst for _, limit, _ in hit_at)
-        self.charges_overdraft = any(hit.limit.overdraft and hit.cost for hit in hits)
-        self.has_quota = any(hit.quota for hit in hits)
-        # Without a counter to read, every decision of the plan is this one.
-        self.fixed = (
-            None if hits else Decision(Code.OK, statuses, header_plan.build(statuses, False))
-        )
-        self.memo: dict[str, object] = {}
 
 
 class Engine:

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from ratelimitd.core.engine import Engine, Plan
+from ratelimitd.core.engine import Engine
+from ratelimitd.core.plan import Plan
 from ratelimitd.model.messages import Request
 
 # Plans of this many distinct requests are kept (then all dropped and rebuilt as they come).

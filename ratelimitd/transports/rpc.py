@@ -17,7 +17,8 @@ from google.protobuf.message import DecodeError
 from grpc_health.v1 import health_pb2
 
 from ratelimitd.core import authz
-from ratelimitd.core.engine import Engine, Plan
+from ratelimitd.core.engine import Engine
+from ratelimitd.core.plan import Plan
 from ratelimitd.model.messages import Code, Decision, Request
 from ratelimitd.model.observer import NO_OBSERVER, Observer
 from ratelimitd.observe import tracing

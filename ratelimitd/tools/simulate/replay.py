@@ -12,8 +12,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from operator import attrgetter
 
-from ratelimitd.core.engine import Engine, Plan
+from ratelimitd.core.engine import Engine
 from ratelimitd.core.headers import US_PER_S, HeaderMode, whole_seconds
+from ratelimitd.core.plan import Plan
 from ratelimitd.model.messages import Code, Decision, Request, Result
 from ratelimitd.model.rules import Config, Rule
 from ratelimitd.storage.clock import FakeClock
