@@ -23,6 +23,7 @@ from ratelimitd.model.rules import (
     Node,
     Rule,
     Source,
+    Unit,
     Wildcard,
     key_path,
 )
@@ -200,24 +201,14 @@ class DescriptorReader:
             return None
         errors_before = len(nodes.errors)
         unlimited = nodes.flag(fields, "unlimited")
-        unit = None
-        if "unit" in fields:
-            unit = nodes.unit(fields["unit"], report=not unlimited)
-            if unlimited and unit is not None:
-                nodes.error(fields["unit"], "'unlimited: true' cannot be combined with a unit")
-        elif not unlimited:
-            nodes.error(node, "rate_limit needs a 'unit' (or 'unlimited: true')")
+        unit = self._unit(fields, node, unlimited)
         rpu = nodes.integer(fields.get("requests_per_unit"), "requests_per_unit", 0, UINT32_MAX)
         own_algorithm = nodes.algorithm(fields.get("algorithm"), "") or None
         zone = read_calendar(nodes, fields, unit, own_algorithm, self.defaults.timezone)
         algorithm = own_algorithm or (CALENDAR_ALGORITHM if zone else self.defaults.algorithm)
         multiplier = read_multiplier(nodes, fields, unit)
-        burst = nodes.integer(fields.get("burst"), "burst", 1, UINT32_MAX)
-        if burst is not None:
-            window = None if unit is None else unit.seconds * multiplier
-            problem = burst_problem(burst, algorithm, 0 if unlimited else rpu or 0, window)
-            if problem is not None:
-                nodes.error(fields["burst"], problem)
+        window = None if unit is None else unit.seconds * multiplier
+        burst = self._burst(fields, algorithm, 0 if unlimited else rpu or 0, window)
         name = self._name(fields, full_key)
         replaces = self._replaces(fields.get("replaces"), name)
         failure_mode = nodes.failure_mode(fields.get("failure_mode"), self.defaults.failure_mode)
@@ -246,6 +237,28 @@ class DescriptorReader:
         )
         self.rules.append(rule)
         return rule
+
+    def _unit(self, fields: Fields, node: yaml.Node, unlimited: bool) -> Unit | None:
+        """The `unit`, required unless `unlimited` (which excludes it)."""
+        if "unit" not in fields:
+            if not unlimited:
+                self.nodes.error(node, "rate_limit needs a 'unit' (or 'unlimited: true')")
+            return None
+        unit = self.nodes.unit(fields["unit"], report=not unlimited)
+        if unlimited and unit is not None:
+            self.nodes.error(fields["unit"], "'unlimited: true' cannot be combined with a unit")
+        return unit
+
+    def _burst(
+        self, fields: Fields, algorithm: str, per_unit: int, window: int | None
+    ) -> int | None:
+        """The `burst`, checked against the algorithm and the rate it bursts above."""
+        burst = self.nodes.integer(fields.get("burst"), "burst", 1, UINT32_MAX)
+        if burst is not None:
+            problem = burst_problem(burst, algorithm, per_unit, window)
+            if problem is not None:
+                self.nodes.error(fields["burst"], problem)
+        return burst
 
     def _metadata(self, fields: Fields) -> Mapping[str, object] | None:
         """A descriptor's `metadata`: a mapping of anything, sent as it is in the answer's

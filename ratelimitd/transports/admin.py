@@ -11,7 +11,13 @@ from google.protobuf import json_format
 
 from ratelimitd.core.engine import Engine
 from ratelimitd.core.rule_fields import config_line
-from ratelimitd.model.messages import Code, InvalidRequestError, StoreUnavailableError
+from ratelimitd.model.messages import (
+    Code,
+    Decision,
+    InvalidRequestError,
+    Request,
+    StoreUnavailableError,
+)
 from ratelimitd.model.rules import Config
 from ratelimitd.observe import metrics
 from ratelimitd.protos.envoy.service.ratelimit.v3 import rls_pb2
@@ -65,25 +71,12 @@ def routes(
             decision = await engine.decide(plan)
         except BaseException as exc:
             recorder.call(domain, NAMES[error_status(exc)], time.perf_counter() - started)
-            if isinstance(exc, json_format.ParseError):
-                return text(HTTPStatus.BAD_REQUEST, f"invalid RateLimitRequest JSON: {exc}")
-            if isinstance(exc, InvalidRequestError):
-                return text(HTTPStatus.BAD_REQUEST, f"invalid request: {exc}")
-            if isinstance(exc, StoreUnavailableError):
-                return text(HTTPStatus.SERVICE_UNAVAILABLE, str(exc))
-            raise
+            refusal = _json_refusal(exc)
+            if refusal is None:
+                raise
+            return refusal
         recorder.call(domain, decision.code.name, time.perf_counter() - started)
-        status = HTTPStatus.TOO_MANY_REQUESTS if decision.code is Code.OVER_LIMIT else HTTPStatus.OK
-        metadata = b""
-        if dynamic_metadata:
-            metadata = rls_wire.metadata_field(
-                rls_wire.request_metadata(request), decision.statuses
-            )
-        response = rls_pb2.RateLimitResponse.FromString(
-            rls_wire.encode_response(decision, None, metadata)
-        )
-        answer = json_format.MessageToJson(response, indent=None)
-        return Response(status, answer.encode() + b"\n", JSON)
+        return _json_answer(request, decision, dynamic_metadata)
 
     async def explain_request(body: bytes) -> Response:
         # Not counted in the request metrics: an explanation is not a decision.
@@ -104,3 +97,29 @@ def routes(
         table.add("GET", "/metrics", show_metrics)
         table.add("POST", "/explain", explain_request)
     return table
+
+
+def _json_refusal(exc: BaseException) -> Response | None:
+    """The /json answer to a request that failed with `exc`; None if it is not the client's
+    doing or the store's (the HTTP server answers those)."""
+    if isinstance(exc, json_format.ParseError):
+        return text(HTTPStatus.BAD_REQUEST, f"invalid RateLimitRequest JSON: {exc}")
+    if isinstance(exc, InvalidRequestError):
+        return text(HTTPStatus.BAD_REQUEST, f"invalid request: {exc}")
+    if isinstance(exc, StoreUnavailableError):
+        return text(HTTPStatus.SERVICE_UNAVAILABLE, str(exc))
+    return None
+
+
+def _json_answer(request: Request, decision: Decision, dynamic_metadata: bool) -> Response:
+    """A decision as /json answers it: the RateLimitResponse ShouldRateLimit would send, in
+    protobuf's JSON; 429 when over the limit."""
+    status = HTTPStatus.TOO_MANY_REQUESTS if decision.code is Code.OVER_LIMIT else HTTPStatus.OK
+    metadata = b""
+    if dynamic_metadata:
+        metadata = rls_wire.metadata_field(rls_wire.request_metadata(request), decision.statuses)
+    response = rls_pb2.RateLimitResponse.FromString(
+        rls_wire.encode_response(decision, None, metadata)
+    )
+    answer = json_format.MessageToJson(response, indent=None)
+    return Response(status, answer.encode() + b"\n", JSON)
