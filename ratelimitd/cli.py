@@ -20,9 +20,10 @@ from ratelimitd.config.errors import InvalidConfigError
 from ratelimitd.config.loader import check_files, load_config
 from ratelimitd.core.engine import Engine
 from ratelimitd.core.validation import validate
-from ratelimitd.model.messages import Descriptor, Request
+from ratelimitd.model.messages import Request
 from ratelimitd.observe import logs
 from ratelimitd.tools import explain, simulate
+from ratelimitd.tools.request_flags import add_request_flags
 
 
 def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
@@ -43,7 +44,10 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     check.add_argument("paths", nargs="+", metavar="PATH", help="config file or directory")
     _add_explain_arguments(
         commands.add_parser(
-            "explain", help="show which rule each descriptor matches and why; consumes nothing"
+            "explain",
+            help="show which rule each descriptor matches and why; consumes nothing",
+            usage="%(prog)s --domain DOMAIN --descriptor KEY=VALUE[,KEY=VALUE...] "
+            "[--descriptor ...] [--hits N] [--json] [serve flags]",
         ),
         environ,
     )
@@ -113,31 +117,14 @@ def _run(argv: Sequence[str] | None, environ: Mapping[str, str] | None) -> int:
 
 
 def _add_explain_arguments(parser: argparse.ArgumentParser, environ: Mapping[str, str]) -> None:
-    """Every flag of `serve` (so the same flags and environment give the same keys and
-    defaults), and the request to explain."""
-    add_serve_arguments(parser, environ)
+    """The request to explain, then every flag of `serve` under a heading of its own (the same
+    flags and environment give the same keys and defaults)."""
     parser.add_argument("--domain", required=True, help="the request's domain")
-    parser.add_argument(
-        "entries", nargs="*", metavar="KEY=VALUE", help="the entries of the first descriptor"
-    )
-    parser.add_argument(
-        "--descriptor",
-        action="append",
-        nargs="+",
-        default=[],
-        metavar="KEY=VALUE",
-        help="the entries of one more descriptor; repeatable",
-    )
-    parser.add_argument(
-        "--hits-addend", type=_cost, default=0, help="the request's cost (0 means 1) [default 0]"
-    )
+    add_request_flags(parser, "the request")
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
-
-
-def _cost(text: str) -> int:
-    if not text.isdigit():
-        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number >= 0")
-    return int(text)
+    add_serve_arguments(
+        parser, environ, heading="serve flags (the same keys and defaults as the server's)"
+    )
 
 
 def _explain(
@@ -147,22 +134,13 @@ def _explain(
     settings = settings_from(args, env)
     if not settings.config:
         parser.error("explain needs --config PATH (or RATELIMITD_CONFIG)")
-    descriptors = []
-    for tokens in ([args.entries] if args.entries else []) + args.descriptor:
-        entries = []
-        for token in tokens:
-            key, sep, value = token.partition("=")
-            if not sep:
-                parser.error(f"'{token}' is not KEY=VALUE")
-            entries.append((key, value))
-        descriptors.append(Descriptor(tuple(entries)))
     try:
         config = load_config(settings.config, build.defaults(settings))
     except InvalidConfigError as exc:
         for error in exc.errors:
             print(error, file=sys.stderr)
         return 1
-    request = Request(args.domain, tuple(descriptors), args.hits_addend)
+    request = Request(args.domain, tuple(args.descriptor), args.hits)
     # Imported here so that the other subcommands start without loading the Redis client.
     from ratelimitd.storage.factory import build_store
 

@@ -480,17 +480,8 @@ def test_the_command_line_explains_against_redis(
     client = redis.Redis.from_url(redis_url)
     writes = client.info("persistence")["rdb_changes_since_last_save"]
     flags = ["--config", str(config_path), "--redis-url", redis_url, "--key-prefix", "cli:"]
-    request = [
-        "--domain",
-        "api",
-        "tenant=acme",
-        "route=/v1/search",
-        "--descriptor",
-        "tenant=bob",
-        "route=/v1/x",
-        "--descriptor",
-        "tenant=acme",
-    ]
+    request = ["--domain", "api", "--descriptor", "tenant=acme,route=/v1/search"]
+    request += ["--descriptor", "tenant=bob,route=/v1/x", "--descriptor", "tenant=acme"]
     code, text = _cli([*flags, *request], capsys)
     assert code == 0
     assert f"      exact     'acme'                   {at(config_path, 'acme')}  taken" in text
@@ -528,7 +519,7 @@ def test_the_command_line_rejects_what_it_cannot_explain(
     config_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     with pytest.raises(SystemExit) as exited:
-        _cli(["--config", str(config_path), "--domain", "api", "tenant"], capsys)
+        _cli(["--config", str(config_path), "--domain", "api", "--descriptor", "tenant"], capsys)
     assert exited.value.code == 2
     assert "'tenant' is not KEY=VALUE" in capsys.readouterr().err
     with pytest.raises(SystemExit):
@@ -536,7 +527,8 @@ def test_the_command_line_rejects_what_it_cannot_explain(
     assert "at least one descriptor is required" in capsys.readouterr().err
     bad = tmp_path / "bad.yaml"
     bad.write_text("domain: api\ndescriptors: [{key: a, rate_limit: {unit: fortnight}}]\n")
-    assert main(["explain", "--config", str(bad), "--domain", "api", "a=b"], environ={}) == 1
+    explain_bad = ["explain", "--config", str(bad), "--domain", "api", "--descriptor", "a=b"]
+    assert main(explain_bad, environ={}) == 1
     assert f"{bad}:2: " in capsys.readouterr().err
 
 

@@ -25,7 +25,6 @@ from ratelimitd.tools.simulate.traffic import (
     Arrival,
     Event,
     SimulateError,
-    parse_descriptor,
     parse_pattern,
     parse_traffic,
 )
@@ -242,16 +241,6 @@ def test_bad_patterns(spec: str, message: str) -> None:
     with pytest.raises(SimulateError) as info:
         parse_pattern(spec)
     assert message in str(info.value)
-
-
-def test_descriptor_argument() -> None:
-    assert parse_descriptor("tenant=acme,route=/v1/search?a=b") == Descriptor(
-        (("tenant", "acme"), ("route", "/v1/search?a=b"))
-    )
-    assert parse_descriptor("flag=") == Descriptor((("flag", ""),))
-    for bad in ("tenant", "=acme", "tenant=acme,"):
-        with pytest.raises(SimulateError, match="expected KEY=VALUE"):
-            parse_descriptor(bad)
 
 
 def test_auto_bin_and_binning() -> None:

@@ -22,8 +22,11 @@ class FlagDeclarer:
         environ: Mapping[str, str],
         defaults: object,
         env_name: Callable[[str], str],
+        group: argparse._ArgumentGroup | None = None,
     ) -> None:
         self.parser = parser
+        # Where the flags go: the parser, or a help section of it.
+        self.flags = parser if group is None else group
         self.environ = environ
         self.defaults = defaults
         self.env_name = env_name  # the variable of a flag
@@ -35,7 +38,7 @@ class FlagDeclarer:
         self.variables.append(env)
         default = getattr(self.defaults, flag.removeprefix("--").replace("-", "_"))
         shown = shown or getattr(default, "value", default)
-        self.parser.add_argument(
+        self.flags.add_argument(
             flag,
             default=self.environ.get(env, default),
             help=f"{help_text} [env {env}; default {shown}]",
@@ -50,7 +53,7 @@ class FlagDeclarer:
             default = boolean(self.environ.get(env, ""))
         except argparse.ArgumentTypeError as exc:
             self.parser.error(f"{env}: {exc}")
-        self.parser.add_argument(
+        self.flags.add_argument(
             flag,
             action=argparse.BooleanOptionalAction,
             default=default,

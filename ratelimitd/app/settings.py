@@ -314,17 +314,20 @@ _FLAG_GROUPS = (
 )
 
 
-def add_serve_arguments(parser: argparse.ArgumentParser, environ: Mapping[str, str]) -> list[str]:
-    """Declare the flags of `serve`, with defaults from the environment where set; return the
-    environment variables they read."""
-    parser.add_argument(
+def add_serve_arguments(
+    parser: argparse.ArgumentParser, environ: Mapping[str, str], heading: str | None = None
+) -> list[str]:
+    """Declare the flags of `serve`, with defaults from the environment where set (in a help
+    section of their own when `heading` is given); return the environment variables they read."""
+    section = None if heading is None else parser.add_argument_group(heading)
+    (parser if section is None else section).add_argument(
         "--config",
         action="append",
         metavar="PATH",
         help="config file or directory; repeatable "
         f"[env {env_name('--config')}, paths separated by '{os.pathsep}']",
     )
-    flags = FlagDeclarer(parser, environ, Settings(config=()), env_name)
+    flags = FlagDeclarer(parser, environ, Settings(config=()), env_name, section)
     for group in _FLAG_GROUPS:
         group(flags)
     return [env_name("--config"), *flags.variables]

@@ -14,6 +14,7 @@ from ratelimitd.config.errors import InvalidConfigError
 from ratelimitd.config.loader import load_config
 from ratelimitd.core.headers import US_PER_S
 from ratelimitd.model.rules import Defaults
+from ratelimitd.tools.request_flags import add_request_flags
 from ratelimitd.tools.simulate.bins import MAX_BINS, MAX_PLOT_BINS, auto_bin_us
 from ratelimitd.tools.simulate.replay import Report, simulate
 from ratelimitd.tools.simulate.report import format_report, report_json
@@ -24,10 +25,8 @@ from ratelimitd.tools.simulate.traffic import (
     checked_request,
     non_negative,
     number,
-    parse_descriptor,
     parse_pattern,
     read_traffic,
-    whole_number,
 )
 
 T = TypeVar("T")
@@ -43,10 +42,6 @@ def _argument(parse: Callable[[str], T]) -> Callable[[str], T]:
             raise argparse.ArgumentTypeError(str(exc)) from None
 
     return convert
-
-
-def _hits(text: str) -> int:
-    return whole_number(number(text), "--hits", 0)
 
 
 def _bin_us(text: str) -> int:
@@ -79,21 +74,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--domain", help="domain of --pattern requests, and of traffic lines without one"
     )
-    parser.add_argument(
-        "--descriptor",
-        action="append",
-        default=[],
-        type=_argument(parse_descriptor),
-        metavar="KEY=VALUE[,KEY=VALUE...]",
-        help="a descriptor of every --pattern request; repeatable",
-    )
-    parser.add_argument(
-        "--hits",
-        type=_argument(_hits),
-        default=0,
-        metavar="N",
-        help="hits_addend of every --pattern request (default 0, which counts as 1)",
-    )
+    add_request_flags(parser, "every --pattern request")
     parser.add_argument(
         "--default-algorithm",
         choices=sorted(ALGORITHMS),

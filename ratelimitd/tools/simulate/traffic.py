@@ -1,5 +1,5 @@
-"""The requests `ratelimitd simulate` replays: synthetic patterns, `--descriptor` specs and
-traffic files.
+"""The requests `ratelimitd simulate` replays: synthetic patterns and traffic files
+(`--descriptor` and `--hits` are tools.request_flags').
 
 Traffic file: JSON lines, one request per line (blank lines are skipped), for example
 
@@ -131,17 +131,6 @@ def parse_pattern(spec: str) -> list[Arrival]:
         Arrival(start_us + round(_arrival_s(i, rate_from, accel) * US_PER_S), 1)
         for i in range(total)
     ]
-
-
-def parse_descriptor(spec: str) -> Descriptor:
-    """`KEY=VALUE[,KEY=VALUE...]` as a descriptor (a value cannot contain a comma)."""
-    entries = []
-    for item in spec.split(","):
-        key, equals, value = item.partition("=")
-        if not equals or not key:
-            raise SimulateError(f"bad descriptor {spec!r}: expected KEY=VALUE[,KEY=VALUE...]")
-        entries.append((key, value))
-    return Descriptor(tuple(entries))
 
 
 def checked_request(domain: str, descriptors: tuple[Descriptor, ...], hits: int) -> Request:
