@@ -18,7 +18,6 @@ from ratelimitd.cli import main
 from ratelimitd.model.messages import Descriptor
 from ratelimitd.tools.request_flags import (
     DescriptorSyntaxError,
-    format_descriptor,
     parse_descriptor,
 )
 from tests.conftest import REPO, RatelimitdFactory, clean_environment
@@ -82,7 +81,6 @@ def refusal(tool: str, config: Path, request: list[str], capsys: pytest.CaptureF
 )
 def test_a_descriptor_spec_reads_one_way(spec: str, entries: tuple[tuple[str, str], ...]) -> None:
     assert parse_descriptor(spec) == Descriptor(entries)
-    assert parse_descriptor(format_descriptor(entries)) == Descriptor(entries)
 
 
 @pytest.mark.parametrize(
@@ -119,15 +117,12 @@ def test_an_ambiguous_descriptor_spec_is_an_error(spec: str, message: str) -> No
         # --descriptor, client.py's positional entries.
         (
             ["tenant=acme", "route=/v1/search"],
-            "unexpected tenant=acme route=/v1/search: a descriptor is one --descriptor flag, "
-            "its entries separated by commas (--descriptor tenant=acme,route=/v1/search)",
+            "unexpected tenant=acme route=/v1/search: each descriptor is one --descriptor, its "
+            "entries joined by commas (--descriptor tenant=acme,route=/v1/search, not "
+            "tenant=acme route=/v1/search)",
         ),
-        (["--descriptor", "tenant=acme", "route=/v1/search"], "unexpected route=/v1/search"),
-        (
-            ["tenant"],
-            "unexpected tenant: a descriptor is one --descriptor flag, its entries "
-            "separated by commas (--descriptor KEY=VALUE[,KEY=VALUE...])",
-        ),
+        (["--descriptor", "tenant=acme", "route=/v1/search"], "unexpected route=/v1/search: "),
+        (["tenant"], "unexpected tenant: each descriptor is one --descriptor"),
     ],
 )
 def test_every_tool_refuses_the_same_input_alike(

@@ -81,18 +81,6 @@ def parse_descriptor(spec: str) -> Descriptor:
     return Descriptor(tuple(_entry(item, spec) for item in items))
 
 
-def escape(text: str) -> str:
-    """`text` as a key or value in a `--descriptor` spec."""
-    for char in _ESCAPABLE[::-1]:  # the backslash first
-        text = text.replace(char, "\\" + char)
-    return text
-
-
-def format_descriptor(entries: Sequence[tuple[str, str]]) -> str:
-    """The `--descriptor` spec of `entries`: parse_descriptor's inverse."""
-    return ",".join(f"{escape(key)}={escape(value)}" for key, value in entries)
-
-
 def _descriptor_argument(text: str) -> Descriptor:
     try:
         return parse_descriptor(text)
@@ -110,7 +98,8 @@ def hits(text: str) -> int:
 
 
 class _RefuseBareEntries(argparse.Action):
-    """Bare KEY=VALUE arguments, once one descriptor's entries: an error showing the flag."""
+    """Bare KEY=VALUE arguments (once one descriptor's entries, or a descriptor's entries
+    after the first given as separate arguments): an error showing the flag."""
 
     def __call__(
         self,
@@ -121,16 +110,11 @@ class _RefuseBareEntries(argparse.Action):
     ) -> None:
         if not values:
             return
-        tokens = [str(value) for value in values]
-        pairs = [token.partition("=") for token in tokens]
-        example = (
-            shlex.quote(format_descriptor([(key, value) for key, _, value in pairs]))
-            if all(equals for _, equals, _ in pairs)
-            else DESCRIPTOR_SYNTAX
-        )
+        tokens = " ".join(shlex.quote(str(value)) for value in values)
+        # One example for every case: which descriptor stray entries belong to is a guess.
         parser.error(
-            f"unexpected {' '.join(map(shlex.quote, tokens))}: a descriptor is one --descriptor "
-            f"flag, its entries separated by commas (--descriptor {example})"
+            f"unexpected {tokens}: each descriptor is one --descriptor, its entries joined by "
+            "commas (--descriptor tenant=acme,route=/v1/search, not tenant=acme route=/v1/search)"
         )
 
 
