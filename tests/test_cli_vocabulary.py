@@ -113,6 +113,8 @@ def test_an_ambiguous_descriptor_spec_is_an_error(spec: str, message: str) -> No
         (["--descriptor", "tenant=acme,/v1/search"], "'/v1/search' is not KEY=VALUE"),
         (["--hits", "-1"], "'-1' is not a whole number from 0 to 4294967295"),
         (["--hits", "1.5"], "'1.5' is not a whole number"),
+        (["--hits", "4294967296"], "'4294967296' is not a whole number"),
+        (["--hits", "³"], "'³' is not a whole number"),
         # The old spellings: explain's positional first descriptor and multi-token
         # --descriptor, client.py's positional entries.
         (

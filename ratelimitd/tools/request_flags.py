@@ -22,7 +22,7 @@ from ratelimitd.model.messages import Descriptor
 
 DESCRIPTOR_SYNTAX = "KEY=VALUE[,KEY=VALUE...]"
 MAX_HITS = 2**32 - 1  # hits_addend is a uint32
-_ESCAPABLE = ",=\\"
+_ESCAPABLE = (",", "=", "\\")
 
 
 class DescriptorSyntaxError(ValueError):
@@ -38,7 +38,7 @@ def _unescaped(spec: str) -> list[tuple[str, bool]]:
             chars.append((char, False))
             continue
         escaped = next(rest, "")
-        if escaped not in tuple(_ESCAPABLE):
+        if escaped not in _ESCAPABLE:  # a trailing backslash escapes ""
             raise DescriptorSyntaxError(
                 f"bad descriptor {spec!r}: a backslash escapes only ',', '=' or '\\' "
                 "(write \\\\ for a backslash)"
@@ -88,9 +88,9 @@ def _descriptor_argument(text: str) -> Descriptor:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def hits(text: str) -> int:
+def _hits(text: str) -> int:
     """A `--hits` value: a whole number from 0 to MAX_HITS."""
-    if not text.isdigit() or int(text) > MAX_HITS:
+    if not (text.isascii() and text.isdigit()) or int(text) > MAX_HITS:
         raise argparse.ArgumentTypeError(
             f"{text!r} is not a whole number from 0 to {MAX_HITS} (the cost of one request)"
         )
@@ -135,12 +135,12 @@ def add_request_flags(
     )
     parser.add_argument(
         "--hits",
-        type=hits,
+        type=_hits,
         default=0,
         metavar="N",
         help=f"the hits_addend of {whose}: one request costing N (default 0, which counts as 1)",
     )
-    parser.add_argument("--hits-addend", dest="hits", type=hits, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--hits-addend", dest="hits", type=_hits, default=0, help=argparse.SUPPRESS)
     parser.add_argument(
         "bare_entries", nargs="*", action=_RefuseBareEntries, help=argparse.SUPPRESS
     )
