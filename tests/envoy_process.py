@@ -16,8 +16,8 @@ from urllib.parse import quote
 import pytest
 import yaml
 
+from demos.local import HOST
 from tests.conftest import STARTUP_TIMEOUT_S, wait_until
-from tests.envoy_local import HOST
 
 ENVOY = Path(sys.prefix) / "bin" / "envoy"
 

@@ -2,7 +2,7 @@
 the whole request to Authorization/Check, ratelimitd extracts the descriptors itself, and the
 client sees the rate limit headers on allowed responses and ratelimitd's 429 when over.
 
-The bootstrap is tests/envoy_local's (envoy/envoy.yaml on loopback) with the rate limit
+The bootstrap is demos/local's (envoy/envoy.yaml on loopback) with the rate limit
 filter and the route's rate_limits replaced by ext_authz and a per-route domain."""
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
+from demos.local import HOST, ingress_manager, local_bootstrap
 from tests.conftest import RatelimitdFactory, free_port
-from tests.envoy_local import HOST, ingress_manager, local_bootstrap
 from tests.envoy_process import Envoy, run_envoy
 
 CONFIG = """

@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from demos.local import HOST, local_bootstrap
 from tests.conftest import (
     REPO,
     STARTUP_TIMEOUT_S,
@@ -28,7 +29,6 @@ from tests.conftest import (
     free_port,
     wait_until,
 )
-from tests.envoy_local import HOST, local_bootstrap
 from tests.envoy_process import Envoy, run_envoy
 
 # Every call is one decision on Redis, admitted: the load is the same whatever the answers.

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from demos.local import BOOTSTRAP, HOST, ingress_manager, local_bootstrap, ratelimit_filter
 from tests.conftest import (
     REPO,
     STARTUP_TIMEOUT_S,
@@ -22,7 +23,6 @@ from tests.conftest import (
     start_redis,
     wait_until,
 )
-from tests.envoy_local import BOOTSTRAP, HOST, ingress_manager, local_bootstrap, ratelimit_filter
 from tests.envoy_process import Envoy, assert_envoy_accepts, run_envoy
 
 RATELIMITD_CONFIG = REPO / "envoy" / "ratelimitd.yaml"

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 import yaml
 
+from demos.local import HOST, ingress_manager, local_bootstrap
 from tests.conftest import REPO, Ratelimitd, RatelimitdFactory, free_port
-from tests.envoy_local import HOST, ingress_manager, local_bootstrap
 from tests.envoy_process import ENVOY, Envoy, Reply, assert_envoy_accepts, run_envoy
 
 EXT_AUTHZ = REPO / "envoy" / "ext-authz"

