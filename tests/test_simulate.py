@@ -12,12 +12,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from matplotlib.axes import Axes
+from matplotlib.patches import StepPatch
 
 from ratelimitd.cli import main
 from ratelimitd.config.loader import load_config
+from ratelimitd.core.headers import US_PER_S
 from ratelimitd.model.messages import Descriptor, Request
 from ratelimitd.model.rules import Config, Unit
 from ratelimitd.tools.simulate.bins import auto_bin_us, binned
+from ratelimitd.tools.simulate.plot import figure
 from ratelimitd.tools.simulate.replay import START_US, Report, RuleStats, simulate
 from ratelimitd.tools.simulate.report import format_report
 from ratelimitd.tools.simulate.traffic import (
@@ -565,6 +569,34 @@ def test_command_plot_writes_a_png(tmp_path: Path, capsys: pytest.CaptureFixture
     data = png.read_bytes()
     assert data.startswith(PNG_SIGNATURE)
     assert len(data) > 10_000  # axes, bars and text, not an empty canvas
+
+
+def stair_values(ax: Axes) -> list[list[float]]:
+    """The heights of a panel's filled stairs, in drawing order: offered, then admitted."""
+    return [list(patch.get_data()[0]) for patch in ax.patches if isinstance(patch, StepPatch)]
+
+
+def test_plot_adds_a_zoomed_panel_when_a_burst_dwarfs_the_steady_phase(tmp_path: Path) -> None:
+    # The README tutorial's run: 1,200 at once, then 12/s for a minute against 10/s, burst 1000.
+    config = config_with(tmp_path, "unit: minute, requests_per_unit: 600, burst: 1000")
+    report = simulate(config, events("burst:1200", "steady:12:60@1"))
+    overview, zoomed = figure(report, US_PER_S).axes
+    assert overview.get_ylim()[1] >= 1200
+    # Twice the usual level, max(10/s sustained, 12/s median offered): 12 against 10 shows.
+    assert zoomed.get_ylim() == (0, 24)
+    assert zoomed.get_shared_x_axes().joined(overview, zoomed)
+    assert overview.get_yscale() == zoomed.get_yscale() == "linear"
+    offered, admitted = stair_values(zoomed)
+    assert (offered[0], admitted[0]) == (1200, 1000)
+    assert (offered[30], admitted[30]) == (12, 10)
+
+
+def test_plot_keeps_one_panel_per_rule_when_every_bin_fits_the_zoom(tmp_path: Path) -> None:
+    config = config_with(tmp_path, "unit: second, requests_per_unit: 10")
+    report = simulate(config, events("burst:15", "steady:12:20@1"))  # 15 <= 2 * 12
+    (panel,) = figure(report, US_PER_S).axes
+    assert panel.get_ylim()[0] == 0
+    assert len(stair_values(panel)) == 2
 
 
 def test_command_plot_with_a_bin_and_without_rules(
