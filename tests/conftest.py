@@ -42,7 +42,7 @@ if TYPE_CHECKING:  # envoy_process imports this module
 T = TypeVar("T")
 
 REPO = Path(__file__).resolve().parent.parent
-STARTUP_TIMEOUT_S = 20.0
+STARTUP_TIMEOUT_S = 60.0
 
 
 # Ports handed to servers come from below Linux's ephemeral range (32768-60999): a port the

@@ -311,17 +311,21 @@ def test_promtool_unit_tests_of_the_alerts_pass() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def run_ci(tmp_path: Path, *installed: str) -> list[str]:
-    """Run .ci/run with stubs for every command it may call and for the `installed` tools; the
-    command lines they got, in order."""
+def run_ci(tmp_path: Path, *, promtool_installed: bool) -> list[str]:
+    """Run .ci/run with stubs for every command it may call (an `apt-get install` makes a
+    promtool); the command lines they got, in order."""
     calls = tmp_path / "calls"
     stubs = tmp_path / "bin"
     stubs.mkdir()
     (stubs / "dirname").symlink_to(shutil.which("dirname") or "/usr/bin/dirname")
     stub = f'#!/bin/sh\necho "${{0##*/}} $*" >> {calls}\n'
-    for name in ("make", "apt-get", *installed):
-        (stubs / name).write_text(stub)
+    copy = shutil.which("cp") or "/bin/cp"
+    installs = f'case "$*" in *install*) {copy} "$0" {stubs / "promtool"};; esac\n'
+    for name, script in (("make", stub), ("apt-get", stub + installs)):
+        (stubs / name).write_text(script)
         (stubs / name).chmod(0o755)
+    if promtool_installed:
+        shutil.copy(stubs / "make", stubs / "promtool")
     result = subprocess.run(
         [shutil.which("bash") or "/bin/bash", str(REPO / ".ci" / "run")],
         env={"PATH": str(stubs)},
@@ -333,26 +337,17 @@ def run_ci(tmp_path: Path, *installed: str) -> list[str]:
     return calls.read_text().splitlines()
 
 
-@pytest.mark.parametrize(
-    ("installed", "packages"),
-    [
-        ((), "prometheus buildah debootstrap"),
-        (("promtool",), "buildah debootstrap"),
-        (("buildah", "debootstrap"), "prometheus"),
-    ],
-)
-def test_ci_installs_the_missing_tools_and_runs_make_test(
-    tmp_path: Path, installed: tuple[str, ...], packages: str
-) -> None:
-    assert run_ci(tmp_path, *installed) == [
+def test_ci_installs_promtool_when_missing_and_runs_make_test(tmp_path: Path) -> None:
+    calls = run_ci(tmp_path, promtool_installed=False)
+    assert calls == [
         "apt-get update -qq",
-        f"apt-get install -y -qq --no-install-recommends {packages}",
+        "apt-get install -y -qq --no-install-recommends prometheus",
         "make test",
     ]
 
 
-def test_ci_leaves_installed_tools_alone(tmp_path: Path) -> None:
-    assert run_ci(tmp_path, "promtool", "buildah", "debootstrap") == ["make test"]
+def test_ci_leaves_an_installed_promtool_alone(tmp_path: Path) -> None:
+    assert run_ci(tmp_path, promtool_installed=True) == ["make test"]
 
 
 # --- Docker --------------------------------------------------------------------------------

@@ -7,8 +7,9 @@ build's `pip install .` needs the package index. buildah runs with the vfs stora
 chroot isolation, which need root and no kernel features a sandbox may lack; the container
 shares the host's network, so the test reaches its ports on 127.0.0.1.
 
-Without root, buildah or debootstrap the tests skip; in CI (the CI variable set) they fail:
-.ci/run installs buildah and debootstrap when missing.
+Marked slow (`pytest -m slow tests/test_image.py`): a build takes minutes (the stand-in base
+another 2.5 the first time) and needs the package index, so the default run and CI leave it
+out. Without root, buildah or debootstrap the tests skip.
 """
 
 from __future__ import annotations
@@ -36,13 +37,13 @@ HOST_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 BUILD_TIMEOUT_S = 1200
 
 
+pytestmark = pytest.mark.slow
+
+
 def require(ready: bool, missing: str) -> None:
-    """Skip the test when `ready` is false, or fail it in CI, where .ci/run provides it."""
-    if ready:
-        return
-    if os.environ.get("CI"):
-        pytest.fail(f"{missing}; .ci/run installs buildah and debootstrap as root")
-    pytest.skip(missing)
+    """Skip the test when `ready` is false."""
+    if not ready:
+        pytest.skip(missing)
 
 
 def buildah(*args: str, timeout: float = 120) -> str:
