@@ -12,13 +12,15 @@ from tests.conftest import REPO
 
 def test_make_run_binds_grpc_to_loopback() -> None:
     # The image and the Kubernetes manifests keep the 0.0.0.0 default (test_deploy).
-    recipe = subprocess.run(
-        ["make", "--dry-run", "--always-make", "run"],
+    # --no-print-directory: under `make test` (CI) a nested make would announce directories.
+    printed = subprocess.run(
+        ["make", "--dry-run", "--always-make", "--no-print-directory", "run"],
         capture_output=True,
         text=True,
         check=True,
         cwd=REPO,
-    ).stdout.splitlines()[-1]
+    ).stdout.splitlines()
+    (recipe,) = [line for line in printed if " serve " in line]
     assert recipe.endswith(" serve --config examples/ratelimit.yaml --grpc-addr 127.0.0.1:8081")
 
 
