@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import itertools
 import json
 import os
 import random
@@ -47,15 +48,17 @@ STARTUP_TIMEOUT_S = 60.0
 
 # Ports handed to servers come from below Linux's ephemeral range (32768-60999): a port the
 # kernel picked for us (bind to port 0) can be taken as the source port of some outgoing
-# connection before the server under test binds it, which failed CI once.
+# connection before the server under test binds it, which failed CI once. They are handed out
+# in turn from a random start, never the same one twice in a run (random picks collided).
 _PORTS = range(20000, 32768)
-_port_picker = random.Random()
+_next_port = itertools.count(random.randrange(len(_PORTS)))
 
 
 def free_port() -> int:
-    """A TCP port nothing listens on right now, outside the kernel's ephemeral range."""
+    """A TCP port nothing listens on right now, outside the kernel's ephemeral range, not
+    handed out before in this run."""
     while True:
-        port = _port_picker.choice(_PORTS)
+        port = _PORTS[next(_next_port) % len(_PORTS)]
         with socket.socket() as sock:
             try:
                 sock.bind(("127.0.0.1", port))
