@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from ratelimitd.core.fired import binding, fired, limit_name
+from ratelimitd.core.fired import binding, fired
 from ratelimitd.core.headers import whole_seconds
 from ratelimitd.model.messages import Code, Descriptor, LimitOverride, Request, Status
 
@@ -49,7 +49,7 @@ def decision_fields(statuses: Sequence[Status]) -> Fields:
     first = binding(statuses)
     if first is not None and first.rule is not None:
         fields["overLimit"] = [_over(status) for status in over]
-        fields["firedLimit"] = limit_name(first.rule)
+        fields["firedLimit"] = first.rule.label
     return fields
 
 
@@ -72,7 +72,7 @@ def _override_text(limit: LimitOverride) -> str:
 def _over(status: Status) -> Fields:
     assert status.rule is not None
     return {
-        "name": limit_name(status.rule),
+        "name": status.rule.label,
         "remaining": float(status.remaining),
         "resetSeconds": float(whole_seconds(status.reset_us or 0)),
     }

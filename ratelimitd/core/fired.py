@@ -10,12 +10,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ratelimitd.model.messages import Code, Status
-from ratelimitd.model.rules import Rule
-
-
-def limit_name(rule: Rule) -> str:
-    """What answers call a rule: its `name`, else its full key."""
-    return rule.name or rule.full_key
 
 
 def fired(statuses: Sequence[Status]) -> list[Status]:

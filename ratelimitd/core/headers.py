@@ -83,11 +83,6 @@ _XRATELIMIT_NAMES = ("X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-
 _LEGACY_NAMES = ("RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset")
 
 
-def display_name(rule: Rule) -> str:
-    """How headers name a rule's limit: its `name`, else its full key."""
-    return rule.name or rule.full_key
-
-
 class HeaderPlan:
     """The headers of one plan's decisions: everything that does not depend on the counters
     (limits, policies, names) is computed once, when the plan is made; `build` writes in the
@@ -112,7 +107,7 @@ class HeaderPlan:
         self._admitted_xratelimit = mode is HeaderMode.XRATELIMIT and bool(self._at)
         limits = [rule.limit for _, rule in measured if rule.limit is not None]
         assert len(limits) == len(measured), "measured statuses have limits"
-        self._names = tuple(display_name(rule) for _, rule in measured)
+        self._names = tuple(rule.label for _, rule in measured)
         if mode is HeaderMode.XRATELIMIT:
             # With a burst, the first value is the capacity, so remaining never exceeds it.
             policies = "".join(

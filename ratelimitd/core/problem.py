@@ -7,7 +7,7 @@ import enum
 import json
 from collections.abc import Sequence
 
-from ratelimitd.core.fired import binding, fired, limit_name
+from ratelimitd.core.fired import binding, fired
 from ratelimitd.core.headers import whole_seconds
 from ratelimitd.model.messages import Status
 
@@ -28,7 +28,7 @@ def problem_json(statuses: Sequence[Status], retry_after_s: int) -> bytes:
     over = fired(statuses)
     for status in over:
         assert status.rule is not None
-        entry: dict[str, object] = {"name": limit_name(status.rule)}
+        entry: dict[str, object] = {"name": status.rule.label}
         if status.rule.limit is not None:
             entry |= {
                 "requests_per_unit": status.rule.limit.requests_per_unit,
@@ -49,5 +49,5 @@ def problem_json(statuses: Sequence[Status], retry_after_s: int) -> bytes:
     }
     first = binding(statuses)
     if first is not None and first.rule is not None:
-        document["fired_limit"] = limit_name(first.rule)
+        document["fired_limit"] = first.rule.label
     return json.dumps(document, separators=(",", ":")).encode()

@@ -129,6 +129,12 @@ class Rule:
         """True for `unlimited: true` rules, which never touch the store."""
         return self.limit is None
 
+    @property
+    def label(self) -> str:
+        """What answers, headers, metrics and reports call the rule: its `name`, else its
+        full key."""
+        return self.name or self.full_key
+
 
 @dataclass(frozen=True, slots=True)
 class Wildcard:

@@ -276,7 +276,7 @@ def rule_label(rule: Rule) -> str:
     """How metrics name a rule: its `name`, else its full key; overrides are one series."""
     if rule.source is None:
         return OVERRIDE
-    return rule.name or rule.full_key
+    return rule.label
 
 
 def exposition() -> bytes:

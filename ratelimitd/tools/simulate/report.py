@@ -12,7 +12,7 @@ from ratelimitd.tools.simulate.replay import Report, RuleStats
 
 def label(rule: Rule) -> str:
     """A rule as the report names it: its name, else its full key (as the metrics do)."""
-    text = rule.name or rule.full_key
+    text = rule.label
     return f"{text} (shadow)" if rule.shadow_mode else text
 
 
@@ -47,7 +47,7 @@ def _rule_json(stats: RuleStats) -> dict[str, Any]:
     rule = stats.rule
     assert rule.limit is not None  # unlimited rules never reach the store, so have no stats
     return {
-        "rule": rule.name or rule.full_key,
+        "rule": rule.label,
         "name": rule.name,
         "full_key": rule.full_key,
         "domain": rule.domain,
