@@ -33,7 +33,7 @@ RUN groupadd --system --gid 10001 ratelimitd \
 COPY --from=build /opt/venv /opt/venv
 # RATELIMITD_CONFIG: mount config files or a directory (a ConfigMap) at /etc/ratelimitd.
 # The HTTP endpoints keep their loopback default: enough for the HEALTHCHECK below; Kubernetes
-# probes and Prometheus need RATELIMITD_HTTP_ADDR=0.0.0.0:8080 (README, Docker and Kubernetes).
+# probes and Prometheus need RATELIMITD_HTTP_ADDR=0.0.0.0:8080 (docs/deploy.md).
 # The workers' metrics files and Envoy's scratch files go to /tmp, which must stay writable.
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \

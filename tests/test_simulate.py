@@ -577,7 +577,8 @@ def stair_values(ax: Axes) -> list[list[float]]:
 
 
 def test_plot_adds_a_zoomed_panel_when_a_burst_dwarfs_the_steady_phase(tmp_path: Path) -> None:
-    # The README tutorial's run: 1,200 at once, then 12/s for a minute against 10/s, burst 1000.
+    # docs/tenants.md's tutorial run: 1,200 at once, then 12/s for a minute against 10/s,
+    # burst 1000.
     config = config_with(tmp_path, "unit: minute, requests_per_unit: 600, burst: 1000")
     report = simulate(config, events("burst:1200", "steady:12:60@1"))
     overview, zoomed = figure(report, US_PER_S).axes

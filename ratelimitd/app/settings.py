@@ -88,7 +88,7 @@ class Settings:
     max_value_length: int = DEFAULT_REQUEST_LIMITS.max_value_length
     # None: the server's own (Envoy's 1024; grpc's, none). Not capped by default: a client
     # learns the cap from the server's SETTINGS only after its first calls on a new connection
-    # are sent, and calls beyond it are refused (README, "One connection, one worker").
+    # are sent, and calls beyond it are refused (docs/operations.md, "One connection, one worker").
     max_streams_per_connection: int | None = None
     response_dynamic_metadata: bool = False  # the reference's RESPONSE_DYNAMIC_METADATA
 
