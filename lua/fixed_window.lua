@@ -1,5 +1,5 @@
 -- Fixed window: the same function as ratelimitd/algorithms/fixed_window.py.
--- state: false, or "<window start us> <count>". Returns as token_bucket.lua does.
+-- state: false, or {window start us, count}. Returns as token_bucket.lua does.
 algorithms.fixed_window = function(state, now, cost, allowed, unit, _, overdraft)
   local start, finish = window_of(now, unit)
   local until_end = finish - now

@@ -1,5 +1,5 @@
 -- GCRA: the same function as ratelimitd/algorithms/gcra.py (whole microseconds throughout).
--- state: false, or the theoretical arrival time in us. Returns as token_bucket.lua does.
+-- state: false, or {theoretical arrival time us}. Returns as token_bucket.lua does.
 local function emission_interval(unit_us, rate)
   return math.max(1, math.floor(unit_us / rate))
 end

@@ -16,7 +16,7 @@ for token in string.gmatch(ARGV[2], '%S+') do spec[#spec + 1] = token end
 
 for i, key in ipairs(KEYS) do
   -- No state: the counter expired since, so there is nothing left to give back.
-  local state = redis.call('GET', key)
+  local state = load_state(redis.call('GET', key))
   if state then
     local base = (i - 1) * FIELDS
     local refund = refunds[spec[base + 1]]
@@ -25,7 +25,7 @@ for i, key in ipairs(KEYS) do
     if not new_state then
       redis.call('DEL', key)
     elseif new_state ~= state then
-      redis.call('SET', key, new_state, 'PX', math.max(1, math.ceil(ttl / 1000)))
+      redis.call('SET', key, store_state(new_state), 'PX', math.max(1, math.ceil(ttl / 1000)))
     end
   end
 end

@@ -1,6 +1,6 @@
 -- Sliding window (two-counter estimate): the same function as
 -- ratelimitd/algorithms/sliding_window.py, operation for operation.
--- state: false, or "<window start us> <previous count> <current count>".
+-- state: false, or {window start us, previous count, current count}.
 -- Returns as token_bucket.lua does.
 local function sliding_wait_us(previous, current, cost, allowed, until_end, unit_us)
   if cost > allowed then return until_end end

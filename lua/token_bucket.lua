@@ -1,7 +1,7 @@
 -- Token bucket: the same function as ratelimitd/algorithms/token_bucket.py, operation for
 -- operation, so Redis and the memory store give bit-identical answers.
 --
--- state: false, or "<tokens> <last refill us>" (lua/state.lua reads and writes it).
+-- state: false, or {tokens, last refill us} (lua/state.lua).
 -- Returns: admitted, new state (nil: unchanged), remaining, reset us, ttl us.
 local function refill_us(tokens, unit_us, rate)
   return math.ceil(tokens * unit_us / rate)

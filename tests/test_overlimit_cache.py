@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from ratelimitd.algorithms import Hit, Outcome
 from ratelimitd.config.loader import load_config
 from ratelimitd.core.engine import Engine
+from ratelimitd.core.headers import whole_seconds
 from ratelimitd.core.overlimit_cache import OverLimitCache
 from ratelimitd.model.messages import Code, Decision, Descriptor, Request, Result
 from ratelimitd.storage.clock import FakeClock
@@ -90,7 +91,8 @@ def test_over_limit_key_is_answered_locally_until_it_may_pass(
     assert setup.store.calls == calls  # not asked
     assert all(d.code is Code.OVER_LIMIT for d in local)
     assert local[0].statuses[0].result is Result.LOCAL_CACHE_HIT
-    assert local[0].statuses[0].reset_us == reset_us
+    # Told in whole seconds, rounded up, as every answer shows it.
+    assert local[0].statuses[0].reset_us == whole_seconds(reset_us) * 1_000_000
     setup.clock.advance(us=reset_us)
     assert setup.decide((key, "x")).code is Code.OK
     assert setup.store.calls == calls + 1
@@ -113,6 +115,20 @@ def test_a_request_with_a_limit_not_known_over_asks_the_store(
     assert setup.decide(("wide", "y")).statuses[0].remaining == 99
 
 
+def test_a_plan_gets_one_local_answer_per_second_of_wait(config_path: Path, run: Run) -> None:
+    setup = Setup(config_path, run)
+    for _ in range(4):
+        setup.decide(("fw", "x"))
+    plan = setup.engine.plan(Request("c", (Descriptor((("fw", "x"),)),)))
+    first = run(setup.engine.decide(plan))
+    assert first.statuses[0].result is Result.LOCAL_CACHE_HIT
+    assert run(setup.engine.decide(plan)) is first  # decided once, answered again
+    setup.clock.advance(us=1_000_000)
+    later = run(setup.engine.decide(plan))
+    assert later is not first
+    assert later.statuses[0].reset_us == (first.statuses[0].reset_us or 0) - 1_000_000
+
+
 def test_a_smaller_cost_is_asked_again(config_path: Path, run: Run) -> None:
     setup = Setup(config_path, run)
     setup.decide(("tb", "x"), cost=2)
@@ -132,8 +148,10 @@ def test_deadline_counts_from_when_the_request_was_sent(config_path: Path, run: 
     assert true_reset is not None
     local = setup.decide(("fw", "x"))
     assert local.statuses[0].result is Result.LOCAL_CACHE_HIT
-    # Counted from the send: 0.4 s before the store's own deadline, never after it.
-    assert local.statuses[0].reset_us == sent_at + true_reset - setup.clock()
+    # Counted from the send: 0.4 s before the store's own deadline, never after it (in
+    # whole seconds, rounded up, as answers show it).
+    wait_s = whole_seconds(sent_at + true_reset - setup.clock())
+    assert local.statuses[0].reset_us == wait_s * 1_000_000
     calls = setup.store.calls
     setup.clock.advance(us=local.statuses[0].reset_us or 0)
     setup.decide(("fw", "x"))

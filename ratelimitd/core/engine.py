@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from typing import cast
 
 import structlog
 
@@ -47,6 +48,8 @@ _new = tuple.__new__
 DEFAULT_NEAR_LIMIT_RATIO = 0.8
 # A rule denying because the store failed asks the client to retry after this long.
 FAILURE_RETRY_US = 1_000_000
+# The plan's memo entry of its last answer from the over-limit cache.
+_CACHED = "engine.cached_answer"
 # At most one store-failure log line per this many seconds; the rest are counted.
 _FAILURE_LOG_INTERVAL_S = 1.0
 
@@ -235,10 +238,18 @@ class Engine:
             cached = None if hit.shadow else cache.lookup(hit.key, hit.cost or 1, now)
             if cached is None:
                 return None
-            outcomes.append(_new(Outcome, (False, cached.remaining, cached.reset_us)))
+            # The wait in whole seconds, rounded up, as every answer shows it: so answers
+            # within one second are one answer, decided once (never earlier than the truth).
+            wait_us = -(-cached.reset_us // 1_000_000) * 1_000_000
+            outcomes.append(_new(Outcome, (False, cached.remaining, wait_us)))
+        kept = cast("tuple[list[Outcome], Decision] | None", plan.memo.get(_CACHED))
+        if kept is not None and kept[0] == outcomes:
+            return kept[1]
         if not rejects(plan.hits, outcomes):
             return None  # an admitted request must commit its charges
-        return self._conclude_outcomes(plan, outcomes, 0.0, _CACHE_HIT)
+        decision = self._conclude_outcomes(plan, outcomes, 0.0, _CACHE_HIT)
+        plan.memo[_CACHED] = (outcomes, decision)
+        return decision
 
     def _remember_rejections(
         self, hits: Sequence[Hit], outcomes: Sequence[Outcome], sent_at: int

@@ -23,8 +23,9 @@ class Plan:
     `charges_overdraft` says whether a hit charges a limit with overdraft (such a request
     must reach the store, whatever the local over-limit cache knows); `has_quota` whether a
     hit is a quota one (whether the request is rejected then takes all of them). `memo` is
-    for the layers around the engine to keep what they derive from the plan (the wire
-    encoder's current_limit fields): it lives and dies with the plan.
+    for the engine and the layers around it to keep what they derive from the plan (the
+    last answer from the over-limit cache, the wire encoder's current_limit fields and last
+    response): it lives and dies with the plan.
     """
 
     __slots__ = (

@@ -72,9 +72,9 @@ def tokens_valid(hits: Sequence[Hit], now_us: int) -> tuple[int, int]:
 
 
 def hit_tokens(hits: Sequence[Hit], now_us: int) -> str:
-    """One request's part of the script's batch argument (see lua/request.lua): its number
-    of hits, then each hit's limit, overdraft, cost and role (plain, shadow or quota)."""
-    tokens = [str(len(hits))]
+    """One request's shape in the script's batch argument (see lua/request.lua): each hit's
+    limit, overdraft, cost and role (plain, shadow or quota)."""
+    tokens: list[str] = []
     for hit in hits:
         limit = hit.limit
         tokens += (
@@ -94,13 +94,19 @@ def encode(
 ) -> tuple[list[str], list[str]]:
     """KEYS and ARGV of one script call evaluating `requests` in order (see lua/request.lua);
     with `dry_run` the script answers the same but writes nothing. `tokens` is hit_tokens at
-    the replica's time, or a memo of it."""
+    the replica's time, or a memo of it. Each distinct shape is sent once: a batch is mostly
+    the same few requests, and Redis parses what it is sent on its one thread."""
     keys: list[str] = []
-    parts = [str(len(requests))]
+    shapes: dict[str, str] = {}
+    numbers = []
     for hits in requests:
         keys += [hit.key for hit in hits]
-        parts.append(tokens(hits))
-    args = [now, " ".join(parts)]
+        shape = tokens(hits)
+        number = shapes.get(shape)
+        if number is None:
+            number = shapes[shape] = str(len(shapes) + 1)
+        numbers.append(number)
+    args = [now, ";".join(shapes), " ".join(numbers)]
     if dry_run:
         args.append("dry")
     return keys, args

@@ -42,6 +42,25 @@ def varint(value: int) -> bytes:
         return bytes(((value & 0x7F) | 0x80, value >> 7))
     if value < 0x200000:
         return bytes(((value & 0x7F) | 0x80, ((value >> 7) & 0x7F) | 0x80, value >> 14))
+    if value < 0x800000000:  # up to 35 bits: large limits' remaining counts
+        if value < 0x10000000:
+            return bytes(
+                (
+                    (value & 0x7F) | 0x80,
+                    ((value >> 7) & 0x7F) | 0x80,
+                    ((value >> 14) & 0x7F) | 0x80,
+                    value >> 21,
+                )
+            )
+        return bytes(
+            (
+                (value & 0x7F) | 0x80,
+                ((value >> 7) & 0x7F) | 0x80,
+                ((value >> 14) & 0x7F) | 0x80,
+                ((value >> 21) & 0x7F) | 0x80,
+                value >> 28,
+            )
+        )
     out = bytearray()
     put_varint(out, value)
     return bytes(out)

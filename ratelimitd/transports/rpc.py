@@ -49,6 +49,8 @@ HEALTH_SERVICES = ("", RLS_SERVICE, AUTHZ_SERVICE)
 _CODE_NAMES = {code: code.name for code in Code}
 # The plan memo entry holding each status's encoded current_limit (rls_wire.current_limits).
 _LIMITS_MEMO = "rls_wire.current_limits"
+# The plan memo entry holding its last decision and that decision's encoded response.
+_RESPONSE_MEMO = "rls_wire.last_response"
 # The plan memo entry holding the request's encoded dynamic metadata entries.
 _METADATA_MEMO = "rls_wire.request_metadata"
 
@@ -105,12 +107,21 @@ class Rpc:
             TRACER.end(span, domain, code, decision.store_s)
         if self._debug:
             log.debug("decision", domain=domain, code=code, statuses=describe(decision))
-        limits = cast("tuple[bytes, ...] | None", plan.memo.get(_LIMITS_MEMO))
+        memo = plan.memo
+        # The engine hands out one decision again (an answer of the over-limit cache): so
+        # is its encoding.
+        last = cast("tuple[Decision, bytes] | None", memo.get(_RESPONSE_MEMO))
+        if last is not None and last[0] is decision:
+            return last[1]
+        limits = cast("tuple[bytes, ...] | None", memo.get(_LIMITS_MEMO))
         if limits is None:
-            limits = plan.memo[_LIMITS_MEMO] = rls_wire.current_limits(decision.statuses)
+            limits = memo[_LIMITS_MEMO] = rls_wire.current_limits(decision.statuses)
         if self._dynamic_metadata:
-            return rls_wire.encode_response(decision, limits, _metadata(plan, data, decision))
-        return rls_wire.encode_response(decision, limits)
+            response = rls_wire.encode_response(decision, limits, _metadata(plan, data, decision))
+        else:
+            response = rls_wire.encode_response(decision, limits)
+        memo[_RESPONSE_MEMO] = (decision, response)
+        return response
 
     async def check(self, data: bytes, metadata: Metadata | None = None) -> bytes:
         """A serialized CheckResponse for a serialized CheckRequest (Envoy's ext_authz): the
