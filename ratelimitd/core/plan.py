@@ -4,6 +4,7 @@ reuses for every decision of it."""
 from __future__ import annotations
 
 from ratelimitd.algorithms import Hit
+from ratelimitd.algorithms.concurrency import Claim
 from ratelimitd.core.headers import HeaderPlan
 from ratelimitd.core.matcher import Match
 from ratelimitd.model.messages import Code, Decision, Status
@@ -24,7 +25,9 @@ class Plan:
     must reach the store, whatever the local over-limit cache knows); `has_quota` whether a
     hit is a quota one (whether the request is rejected then takes all of them). `memo` is
     for the layers around the engine to keep what they derive from the plan (the wire
-    encoder's current_limit fields): it lives and dies with the plan.
+    encoder's current_limit fields): it lives and dies with the plan. `slots` are the
+    request's concurrency limits, as (descriptor index, rule, claim): the engine never takes
+    them (only the in-app middleware sees a request end and can give a slot back).
     """
 
     __slots__ = (
@@ -40,6 +43,7 @@ class Plan:
         "memo",
         "near_below",
         "replaced",
+        "slots",
         "statuses",
     )
 
@@ -54,8 +58,10 @@ class Plan:
         details: tuple[str | None, ...],
         header_plan: HeaderPlan,
         near_fraction: float,
+        slots: tuple[tuple[int, Rule, Claim], ...] = (),
     ) -> None:
         self.domain = domain
+        self.slots = slots
         self.matches = matches
         self.replaced = replaced
         self.statuses = statuses

@@ -1,0 +1,79 @@
+"""Per-endpoint limits: a decorator for views, for limits only the view can compute (the user
+its dependencies authenticated, a cost read from the body).
+
+    @app.post("/search")
+    @limit(limiter, lambda user, **_: [{"user": user.id}], cost=lambda body, **_: body.pages)
+    async def search(user: User = Depends(current_user), body: Query = ...) -> ...
+
+`descriptors` and `cost` receive the view's keyword arguments (FastAPI passes every parameter
+by keyword, Flask the URL's variables), or are given as they are. The limit is checked when
+the view is called, the view's slots held until it returns.
+
+- async views (FastAPI, Starlette): a rejection raises RateLimitedError, which RateLimitMiddleware
+  (around the app) turns into the 429; admitted, its headers join the response's.
+- plain views (Flask): a rejection is returned as a WSGI app, which Flask sends as the
+  response; admitted, WSGIRateLimitMiddleware (if around the app) adds the headers. The
+  limiter's coroutines run on its own loop thread (Limiter.run).
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, TypeVar, cast
+
+from ratelimitd.middleware.asgi import RateLimitedError
+from ratelimitd.middleware.exchange import CURRENT
+from ratelimitd.middleware.limiter import Admission, DescriptorLike, Limiter
+from ratelimitd.middleware.wsgi import answer_app
+from ratelimitd.model.messages import Request
+
+View = TypeVar("View", bound=Callable[..., Any])
+Descriptors = Callable[..., Iterable[DescriptorLike]] | Iterable[DescriptorLike]
+Cost = Callable[..., int] | int
+
+
+def _admitted(admission: Admission) -> None:
+    exchange = CURRENT.get()
+    if exchange is not None:
+        exchange.headers.extend(admission.headers)
+
+
+def limit(limiter: Limiter, descriptors: Descriptors, *, cost: Cost = 0) -> Callable[[View], View]:
+    """Limit a view by `descriptors` of `limiter`'s domain, each request costing `cost`."""
+
+    def request(arguments: dict[str, Any]) -> Request | None:
+        found = descriptors(**arguments) if callable(descriptors) else descriptors
+        return limiter.request(found, cost(**arguments) if callable(cost) else cost)
+
+    def decorate(view: View) -> View:
+        if inspect.iscoroutinefunction(view):
+
+            @functools.wraps(view)
+            async def limited(*args: Any, **kwargs: Any) -> Any:
+                admission = await limiter.admit(request(kwargs))
+                if not admission.admitted:
+                    raise RateLimitedError(admission)
+                _admitted(admission)
+                try:
+                    return await cast(Callable[..., Awaitable[Any]], view)(*args, **kwargs)
+                finally:
+                    await admission.end()
+
+            return cast(View, limited)
+
+        @functools.wraps(view)
+        def limited_plain(*args: Any, **kwargs: Any) -> Any:
+            admission = limiter.run(limiter.admit(request(kwargs)))
+            if not admission.admitted:
+                return answer_app(admission)
+            _admitted(admission)
+            try:
+                return view(*args, **kwargs)
+            finally:
+                limiter.run(admission.end())
+
+        return cast(View, limited_plain)
+
+    return decorate
