@@ -32,6 +32,7 @@ from ratelimitd.core.problem import BodyMode
 from ratelimitd.model.messages import Code, Descriptor, HttpAttributes, Request, Result, Status
 from ratelimitd.model.rules import FailureMode
 from ratelimitd.storage.base import SlotStore, StoreError
+from ratelimitd.transports.plan_cache import PlanCache
 
 log = structlog.get_logger(__name__)
 
@@ -101,6 +102,8 @@ class Admission(NamedTuple):
 
 
 ADMITTED = Admission(0)
+# Looked up once: naming an enum member costs a descriptor call on its class each time.
+_OK = authz.Verdict.OK
 
 
 def descriptor_of(spec: DescriptorLike) -> Descriptor:
@@ -145,6 +148,8 @@ class Limiter:
             )
         self.engine = engine
         self.domain = domain
+        # Requests repeat (a tenant, a user): matching and key building happen once per shape.
+        self._plans = PlanCache(engine)
         self._lease_us = round(lease_s * 1_000_000)
         self._body_mode = body_mode
         self._thread: _LoopThread | None = None
@@ -193,7 +198,7 @@ class Limiter:
         descriptors the engine cannot take (an empty key, values past the bounds)."""
         if request is None:
             return ADMITTED
-        plan = self.engine.plan(request)
+        plan = self._plans.for_request(request)
         lease = None
         if plan.slots:
             taken = await self._take(plan)
@@ -201,7 +206,7 @@ class Limiter:
                 return taken
             lease = taken
         answer = await authz.answer(self.engine, plan)
-        if answer.verdict is not authz.Verdict.OK:
+        if answer.verdict is not _OK:
             if lease is not None:
                 await lease.release()
             return Admission(answer.http_status, answer.headers, answer.body)
