@@ -28,6 +28,7 @@ from ratelimitd.middleware import (
     limit,
 )
 from ratelimitd.middleware.asgi import Scope
+from ratelimitd.middleware.exchange import Exchange
 from ratelimitd.middleware.wsgi import Environ
 from tests.conftest import free_port
 
@@ -285,3 +286,23 @@ def test_a_bad_config_names_its_file_and_line_and_an_unknown_domain_is_refused(
         Limiter.from_config(bad, "app")
     with pytest.raises(ValueError, match="domain 'nope' is not in the config"):
         Limiter.from_config(write_config(CONFIG), "nope")
+
+
+def test_a_views_headers_join_the_middlewares_as_the_style_allows() -> None:
+    one = [("X-RateLimit-Limit", "3"), ("X-RateLimit-Remaining", "2"), ("X-RateLimit-Reset", "9")]
+    tighter = [
+        ("X-RateLimit-Limit", "5"),
+        ("X-RateLimit-Remaining", "1"),
+        ("X-RateLimit-Reset", "1"),
+    ]
+    exchange = Exchange(list(one))
+    exchange.add([*one[:1], ("X-RateLimit-Remaining", "7"), *one[2:]])
+    assert exchange.headers == one  # looser: the middleware's stand
+    exchange.add(tighter)
+    assert exchange.headers == tighter
+    ietf = Exchange([("RateLimit-Policy", '"a";q=3;w=60'), ("RateLimit", '"a";r=2;t=20')])
+    ietf.add([("RateLimit-Policy", '"b";q=9;w=1'), ("RateLimit", '"b";r=8;t=1')])
+    assert ietf.headers == [
+        ("RateLimit-Policy", '"a";q=3;w=60, "b";q=9;w=1'),
+        ("RateLimit", '"a";r=2;t=20, "b";r=8;t=1'),
+    ]

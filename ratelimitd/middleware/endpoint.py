@@ -37,7 +37,7 @@ Cost = Callable[..., int] | int
 def _admitted(admission: Admission) -> None:
     exchange = CURRENT.get()
     if exchange is not None:
-        exchange.headers.extend(admission.headers)
+        exchange.add(admission.headers)
 
 
 def limit(limiter: Limiter, descriptors: Descriptors, *, cost: Cost = 0) -> Callable[[View], View]:
