@@ -28,7 +28,7 @@ from ratelimitd.model.messages import Code, Descriptor, Request
 from ratelimitd.storage.clock import FakeClock
 from ratelimitd.storage.memory import MemoryStore
 from ratelimitd.storage.redis import RedisStore
-from tests.conftest import REPO, RedisServer, clean_environment, wait_until
+from tests.conftest import REPO, RedisServer, clean_environment, free_port, wait_until
 
 Run = Callable[[Coroutine[Any, Any, Any]], Any]
 S = 1_000_000
@@ -319,3 +319,58 @@ def test_a_killed_workers_slot_comes_back_after_its_lease(
     finally:
         holder.kill()
         holder.wait(timeout=10)
+
+
+def test_a_failing_request_gives_its_slot_back(
+    write_config: Callable[[str], Path], store_url: str | None, run: Run
+) -> None:
+    limiter = Limiter.from_config(write_config(CONFIG), "app", store_url)
+
+    async def broken(scope: Scope, receive: Receive, send: Send) -> None:
+        raise RuntimeError("the app failed")
+
+    app = RateLimitMiddleware(broken, limiter)
+    scope = {"type": "http", "method": "GET", "path": "/", "headers": [(b"x-tenant-id", b"t")]}
+
+    async def fail() -> None:
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request"}
+
+        async def send(message: Any) -> None:
+            raise AssertionError(message)
+
+        with pytest.raises(RuntimeError, match="the app failed"):
+            await app(scope, receive, send)
+
+    for _ in range(3):  # with a slot kept per failure, the third would find both taken
+        run(fail())
+    run(limiter.close())
+
+
+SLOTS_FAILING = """
+domain: app
+descriptors:
+  - key: open
+    rate_limit: {concurrency: 1}
+  - key: closed
+    rate_limit: {concurrency: 1, failure_mode: deny, name: closed}
+  - key: envoy
+    rate_limit: {concurrency: 1, failure_mode: unavailable}
+"""
+
+
+def test_slots_on_a_failing_store_follow_each_rules_failure_mode(
+    write_config: Callable[[str], Path], run: Run
+) -> None:
+    dead = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    limiter = Limiter.from_config(write_config(SLOTS_FAILING), "app", dead, redis_timeout=0.5)
+
+    def admit(key: str) -> Any:
+        return run(limiter.admit(limiter.request([{key: "x"}])))
+
+    assert [admit("open").status for _ in range(2)] == [0, 0]  # no slot, and no limit
+    closed = admit("closed")
+    assert (closed.status, dict(closed.headers)["Retry-After"]) == (429, "1")
+    assert json.loads(closed.body)["limits"] == [{"name": "closed", "concurrency": 1}]
+    assert admit("envoy").status == 503
+    run(limiter.close())
