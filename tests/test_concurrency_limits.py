@@ -374,3 +374,12 @@ def test_slots_on_a_failing_store_follow_each_rules_failure_mode(
     assert json.loads(closed.body)["limits"] == [{"name": "closed", "concurrency": 1}]
     assert admit("envoy").status == 503
     run(limiter.close())
+
+
+def test_a_cluster_store_is_refused_for_a_config_with_concurrency_limits(
+    write_config: Callable[[str], Path],
+) -> None:
+    """Slots are one sorted set per key on one server; the cluster store keeps none (it is
+    refused before it connects: nothing listens on port 1)."""
+    with pytest.raises(ValueError, match="ClusterStore keeps no concurrency slots"):
+        Limiter.from_config(write_config(CONFIG), "app", "redis+cluster://127.0.0.1:1")
