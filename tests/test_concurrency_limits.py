@@ -14,6 +14,7 @@ from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any, cast
 
+import flask
 import httpx
 import pytest
 
@@ -22,7 +23,7 @@ from ratelimitd.config.descriptors import CONCURRENCY_WARNING
 from ratelimitd.config.errors import InvalidConfigError
 from ratelimitd.config.loader import load_config
 from ratelimitd.core.engine import Engine
-from ratelimitd.middleware import Limiter, RateLimitMiddleware
+from ratelimitd.middleware import Limiter, RateLimitMiddleware, WSGIRateLimitMiddleware
 from ratelimitd.middleware.asgi import Receive, Scope, Send
 from ratelimitd.model.messages import Code, Descriptor, Request
 from ratelimitd.storage.clock import FakeClock
@@ -383,3 +384,22 @@ def test_a_cluster_store_is_refused_for_a_config_with_concurrency_limits(
     refused before it connects: nothing listens on port 1)."""
     with pytest.raises(ValueError, match="ClusterStore keeps no concurrency slots"):
         Limiter.from_config(write_config(CONFIG), "app", "redis+cluster://127.0.0.1:1")
+
+
+def test_a_wsgi_response_holds_its_slot_until_the_server_closes_it(
+    write_config: Callable[[str], Path], store_url: str | None
+) -> None:
+    limiter = Limiter.from_config(write_config(CONFIG), "app", store_url)
+    app = flask.Flask(__name__)
+    app.get("/")(lambda: "hello")
+    app.wsgi_app = WSGIRateLimitMiddleware(app.wsgi_app, limiter)  # type: ignore[method-assign]
+    tenant = {"x-tenant-id": "t1"}
+    with app.test_client() as http:
+        streaming = [http.get("/", headers=tenant, buffered=False) for _ in range(2)]
+        assert [r.status_code for r in streaming] == [200, 200]
+        refused = http.get("/", headers=tenant)
+        assert refused.status_code == 429
+        streaming[0].close()  # the server is done with it: the slot comes back
+        assert http.get("/", headers=tenant).status_code == 200
+        streaming[1].close()
+    limiter.close_sync()

@@ -72,7 +72,8 @@ def limit(limiter: Limiter, descriptors: Descriptors, *, cost: Cost = 0) -> Call
             try:
                 return view(*args, **kwargs)
             finally:
-                limiter.run(admission.end())
+                if admission.lease is not None:
+                    limiter.run(admission.end())
 
         return cast(View, limited_plain)
 

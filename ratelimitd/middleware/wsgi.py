@@ -118,7 +118,8 @@ class WSGIRateLimitMiddleware:
             return start_response(status, [*headers, *exchange.headers], exc_info)
 
         def end() -> None:
-            limiter.run(admission.end())
+            if admission.lease is not None:  # else nothing to give back: no thread hop
+                limiter.run(admission.end())
 
         token = CURRENT.set(exchange)
         try:
@@ -128,4 +129,4 @@ class WSGIRateLimitMiddleware:
             raise
         finally:
             CURRENT.reset(token)
-        return _UntilClosed(body, end)
+        return body if admission.lease is None else _UntilClosed(body, end)
