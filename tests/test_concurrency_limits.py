@@ -29,6 +29,7 @@ from ratelimitd.model.messages import Code, Descriptor, Request
 from ratelimitd.storage.clock import FakeClock
 from ratelimitd.storage.memory import MemoryStore
 from ratelimitd.storage.redis import RedisStore
+from ratelimitd.tools.explain import Verdict, explain
 from tests.conftest import REPO, RedisServer, clean_environment, free_port, wait_until
 
 Run = Callable[[Coroutine[Any, Any, Any]], Any]
@@ -72,6 +73,9 @@ def test_a_concurrency_limit_loads_with_a_warning_and_no_door_through_envoy_enfo
     assert [claim for _, _, claim in engine.plan(request).slots] == [
         Claim("rl:{app:tenant=t}:concurrency:2", 2)
     ]
+    (explained,) = run(explain(engine, request)).descriptors
+    assert explained.verdict is Verdict.CONCURRENCY
+    assert "only the in-app middleware enforces" in explained.why
 
 
 @pytest.mark.parametrize(
