@@ -10,7 +10,7 @@ import json
 import signal
 import subprocess
 import sys
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -18,6 +18,7 @@ import flask
 import httpx
 import pytest
 
+from ratelimitd.algorithms import Hit, Outcome
 from ratelimitd.algorithms.concurrency import Claim, Taken
 from ratelimitd.config.descriptors import CONCURRENCY_WARNING
 from ratelimitd.config.errors import InvalidConfigError
@@ -407,3 +408,39 @@ def test_a_wsgi_response_holds_its_slot_until_the_server_closes_it(
         assert http.get("/", headers=tenant).status_code == 200
         streaming[1].close()
     limiter.close_sync()
+
+
+class SlowStore(MemoryStore):
+    """The memory store, whose rate decisions wait until let through."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered = asyncio.Event()
+        self.go_on = asyncio.Event()
+
+    async def apply(self, hits: Sequence[Hit]) -> list[Outcome]:
+        self.entered.set()
+        await self.go_on.wait()
+        return await super().apply(hits)
+
+
+def test_a_request_cancelled_while_its_rate_is_decided_gives_its_slot_back(
+    write_config: Callable[[str], Path], run: Run
+) -> None:
+    store = SlowStore()
+    limiter = Limiter(Engine(load_config([write_config(CONFIG)]), store), "app")
+    request = limiter.request([{"tenant": "rated"}, {"tenant": "rated", "rate": "x"}])
+
+    async def cancelled_then_admitted() -> bool:
+        pending = asyncio.ensure_future(limiter.admit(request))
+        await store.entered.wait()  # its slot taken, its rate being decided
+        pending.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await pending
+        store.go_on.set()
+        # `concurrency: 1`: taken again only if the cancelled request gave it back.
+        admission = await limiter.admit(limiter.request([{"tenant": "rated"}]))
+        await admission.end()
+        return admission.admitted
+
+    assert run(cancelled_then_admitted())

@@ -205,7 +205,12 @@ class Limiter:
             if isinstance(taken, Admission):
                 return taken
             lease = taken
-        answer = await authz.answer(self.engine, plan)
+        try:
+            answer = await authz.answer(self.engine, plan)
+        except BaseException:  # cancelled (the client went away), or a bug: keep no slot
+            if lease is not None:
+                await lease.release()
+            raise
         if answer.verdict is not _OK:
             if lease is not None:
                 await lease.release()
