@@ -25,9 +25,7 @@ class Plan:
     must reach the store, whatever the local over-limit cache knows); `has_quota` whether a
     hit is a quota one (whether the request is rejected then takes all of them). `memo` is
     for the layers around the engine to keep what they derive from the plan (the wire
-    encoder's current_limit fields): it lives and dies with the plan. `slots` are the
-    request's concurrency limits, as (descriptor index, rule, claim): the engine never takes
-    them (only the in-app middleware sees a request end and can give a slot back).
+    encoder's current_limit fields): it lives and dies with the plan.
     """
 
     __slots__ = (
@@ -61,6 +59,8 @@ class Plan:
         slots: tuple[tuple[int, Rule, Claim], ...] = (),
     ) -> None:
         self.domain = domain
+        # The request's concurrency limits, as (descriptor index, rule, claim): the engine
+        # never takes them (only the in-app middleware sees a request end, to give one back).
         self.slots = slots
         self.matches = matches
         self.replaced = replaced
