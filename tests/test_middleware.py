@@ -8,12 +8,12 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import flask
 import httpx
 import pytest
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI, Header
 from starlette.applications import Starlette
 from starlette.requests import Request as StarletteRequest
 from starlette.responses import PlainTextResponse
@@ -25,6 +25,7 @@ from ratelimitd.middleware import (
     Limiter,
     RateLimitMiddleware,
     WSGIRateLimitMiddleware,
+    depends,
     limit,
 )
 from ratelimitd.middleware.asgi import Scope
@@ -306,3 +307,42 @@ def test_a_views_headers_join_the_middlewares_as_the_style_allows() -> None:
         ("RateLimit-Policy", '"a";q=3;w=60, "b";q=9;w=1'),
         ("RateLimit", '"a";r=2;t=20, "b";r=8;t=1'),
     ]
+
+
+def current_user(x_user: str = Header()) -> str:
+    return x_user
+
+
+def by_user(user: Annotated[str, Depends(current_user)]) -> list[dict[str, str]]:
+    return [{"user": user}]
+
+
+def pages_cost(count: int) -> int:
+    return count
+
+
+def test_the_dependency_limits_a_fastapi_view_by_what_fastapi_resolves(
+    limiter: Limiter, run: Run
+) -> None:
+    app = FastAPI()
+    per_user = depends(limiter, by_user)
+    per_page = depends(limiter, [{"search": "all"}], cost=pages_cost)
+
+    @app.get("/me", dependencies=[Depends(per_user)])
+    async def me() -> str:
+        return "me"
+
+    @app.get("/pages/{count}", dependencies=[Depends(per_page)])
+    async def pages(count: int) -> int:
+        return count
+
+    app.add_middleware(RateLimitMiddleware, limiter=limiter)
+    replies = gets(run, app, 3, "/me", x_user="fay")
+    assert [r.status_code for r in replies] == [200, 200, 429]
+    assert replies[1].headers["x-ratelimit-remaining"] == "0"
+    assert json.loads(replies[2].content)["fired_limit"] == "per_user"
+    assert gets(run, app, 1, "/me", x_user="gil")[0].status_code == 200
+    assert gets(run, app, 1, "/me")[0].status_code == 422  # no user: FastAPI's own answer
+    paged = gets(run, app, 2, "/pages/7")
+    assert [r.status_code for r in paged] == [200, 429]
+    assert paged[0].headers["x-ratelimit-remaining"] == "3"

@@ -1,5 +1,6 @@
 """ratelimitd in the application: the sidecar's engine, YAML, algorithms and counters enforced
-by ASGI or WSGI middleware and per-view decorators, plus concurrency limits (docs/middleware.md).
+by ASGI or WSGI middleware, per-view decorators and FastAPI dependencies, plus concurrency
+limits (docs/middleware.md).
 
     limiter = Limiter.from_config("ratelimit.yaml", domain="api", redis_url="redis://...")
     app.add_middleware(RateLimitMiddleware, limiter=limiter)          # FastAPI, Starlette
@@ -9,7 +10,7 @@ No web framework is imported here.
 """
 
 from ratelimitd.middleware.asgi import RateLimitedError, RateLimitMiddleware
-from ratelimitd.middleware.endpoint import limit
+from ratelimitd.middleware.endpoint import depends, limit
 from ratelimitd.middleware.limiter import Admission, Limiter
 from ratelimitd.middleware.wsgi import WSGIRateLimitMiddleware
 
@@ -19,5 +20,6 @@ __all__ = [
     "RateLimitMiddleware",
     "RateLimitedError",
     "WSGIRateLimitMiddleware",
+    "depends",
     "limit",
 ]

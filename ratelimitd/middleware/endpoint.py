@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Awaitable, Callable, Iterable
+import typing
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any, TypeVar, cast
 
 from ratelimitd.middleware.asgi import RateLimitedError
@@ -40,12 +41,21 @@ def _admitted(admission: Admission) -> None:
         exchange.add(admission.headers)
 
 
-def limit(limiter: Limiter, descriptors: Descriptors, *, cost: Cost = 0) -> Callable[[View], View]:
-    """Limit a view by `descriptors` of `limiter`'s domain, each request costing `cost`."""
+def _requester(
+    limiter: Limiter, descriptors: Descriptors, cost: Cost
+) -> Callable[[dict[str, Any]], Request | None]:
+    """The request of a call's keyword arguments."""
 
     def request(arguments: dict[str, Any]) -> Request | None:
         found = descriptors(**arguments) if callable(descriptors) else descriptors
         return limiter.request(found, cost(**arguments) if callable(cost) else cost)
+
+    return request
+
+
+def limit(limiter: Limiter, descriptors: Descriptors, *, cost: Cost = 0) -> Callable[[View], View]:
+    """Limit a view by `descriptors` of `limiter`'s domain, each request costing `cost`."""
+    request = _requester(limiter, descriptors, cost)
 
     def decorate(view: View) -> View:
         if inspect.iscoroutinefunction(view):
@@ -78,3 +88,46 @@ def limit(limiter: Limiter, descriptors: Descriptors, *, cost: Cost = 0) -> Call
         return cast(View, limited_plain)
 
     return decorate
+
+
+def depends(
+    limiter: Limiter, descriptors: Descriptors, *, cost: Cost = 0
+) -> Callable[..., AsyncIterator[None]]:
+    """The limit as a FastAPI dependency: `Depends(depends(limiter, descriptors, cost=...))`.
+
+    It takes the parameters `descriptors` and `cost` declare (their signatures, merged, are
+    its own), so FastAPI resolves them as for any dependency: query and path parameters,
+    headers, sub-dependencies (`def by_user(user: Annotated[User, Depends(current_user)])`).
+    A yield dependency: the request's slots are held until its response is sent. Rejections
+    raise RateLimitedError, for RateLimitMiddleware around the app to answer.
+    """
+    request = _requester(limiter, descriptors, cost)
+
+    async def dependency(**arguments: Any) -> AsyncIterator[None]:
+        admission = await limiter.admit(request(arguments))
+        if not admission.admitted:
+            raise RateLimitedError(admission)
+        _admitted(admission)
+        try:
+            yield
+        finally:
+            await admission.end()
+
+    parameters: dict[str, inspect.Parameter] = {}
+    for given in (descriptors, cost):
+        if not callable(given):
+            continue
+        # Evaluated here, in the callable's module: FastAPI would evaluate string annotations
+        # (`from __future__ import annotations`) in this module's globals.
+        try:
+            hints = typing.get_type_hints(given, include_extras=True)
+        except (NameError, TypeError):
+            hints = {}
+        for name, parameter in inspect.signature(given).parameters.items():
+            if parameter.kind is not parameter.VAR_KEYWORD:
+                annotation = hints.get(name, parameter.annotation)
+                keyword = parameter.replace(kind=parameter.KEYWORD_ONLY, annotation=annotation)
+                parameters.setdefault(name, keyword)
+    # FastAPI reads a dependency's parameters from its signature.
+    dependency.__signature__ = inspect.Signature(list(parameters.values()))  # type: ignore[attr-defined]
+    return dependency
