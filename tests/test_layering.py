@@ -3,7 +3,8 @@ cycle between packages. Every import counts, at module level or inside a functio
 imports too: they load the module all the same when they run).
 
 The layers, lowest first: model (the shared vocabulary) -> algorithms -> storage, config ->
-core (the engine) -> observe, tools -> transports -> app (the composition root) -> cli.
+core (the engine) -> observe, tools -> transports -> app (the composition root) ->
+middleware (the in-app front door, built by app's build) -> cli.
 """
 
 from __future__ import annotations
@@ -72,6 +73,20 @@ FORBIDDEN: Mapping[str, tuple[str, ...]] = {
     ),
     "tools": ("ratelimitd.app", "ratelimitd.transports", "ratelimitd.cli", *PROTOBUF),
     "transports": ("ratelimitd.app", "ratelimitd.cli"),
+    # Runs inside the user's application: no gRPC server, no metrics registry of its own, no
+    # protobuf (app.build, which it reuses, loads none).
+    "middleware": (
+        "ratelimitd.cli",
+        "ratelimitd.transports.grpc",
+        "ratelimitd.transports.asgi",
+        "ratelimitd.app.server",
+        "ratelimitd.app.service",
+        "ratelimitd.app.workers",
+        "ratelimitd.app.asgi_worker",
+        "ratelimitd.observe.metrics",
+        "prometheus_client",
+        *PROTOBUF,
+    ),
     "observe": ("ratelimitd.app", "ratelimitd.transports", "ratelimitd.cli", *PROTOBUF),
 }
 

@@ -72,6 +72,7 @@ def test_the_fields_are_every_field_of_the_rule(config: Config, path: Path) -> N
         "unit_multiplier": 1,
         "window": "minute",
         "calendar": None,
+        "concurrency": None,
     }
     five = rule_fields(rule(config, "d.five"))
     assert (five["unit"], five["unit_multiplier"], five["window"]) == ("MINUTE", 5, "5 minutes")

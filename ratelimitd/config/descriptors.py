@@ -52,7 +52,18 @@ RATE_LIMIT_FIELDS = (
     "failure_mode",
     "overdraft",
     "max_overdraft",
+    "concurrency",
     *WINDOW_FIELDS,
+)
+# What a rate is made of, which a concurrency limit takes the place of.
+RATE_FIELDS = tuple(
+    f for f in RATE_LIMIT_FIELDS if f not in ("name", "replaces", "failure_mode", "concurrency")
+)
+# Through Envoy a request's end is never reported, so a slot taken there could not be given back.
+CONCURRENCY_WARNING = (
+    "a concurrency limit is enforced by the in-app middleware (ratelimitd.middleware) only: "
+    "ShouldRateLimit and ext_authz answer this descriptor as if it had no limit, since "
+    "Envoy never tells them when a request ends"
 )
 REPLACES_FIELDS = ("name",)
 
@@ -199,6 +210,8 @@ class DescriptorReader:
         fields = nodes.mapping(node, RATE_LIMIT_FIELDS, "rate_limit", reference=True)
         if fields is None:
             return None
+        if "concurrency" in fields:
+            return self._concurrency_rule(fields, full_key, shadow, detailed, source, quota)
         errors_before = len(nodes.errors)
         unlimited = nodes.flag(fields, "unlimited")
         unit = self._unit(fields, node, unlimited)
@@ -234,6 +247,48 @@ class DescriptorReader:
             source=source,
             metadata=metadata,
             quota_mode=quota or self.defaults.quota_mode,
+        )
+        self.rules.append(rule)
+        return rule
+
+    def _concurrency_rule(
+        self,
+        fields: Fields,
+        full_key: str,
+        shadow: bool,
+        detailed: bool,
+        source: Source,
+        quota: bool,
+    ) -> Rule | None:
+        """A `rate_limit` of `concurrency: N`: at most N requests in flight, no rate."""
+        nodes = self.nodes
+        errors_before = len(nodes.errors)
+        slots = nodes.integer(fields["concurrency"], "concurrency", 1, UINT32_MAX)
+        for rate_field in RATE_FIELDS:
+            if rate_field in fields:
+                nodes.error(
+                    fields[rate_field], f"'{rate_field}' does not go with 'concurrency' (a rate)"
+                )
+        for flag, on in (("quota_mode", quota), ("shadow_mode", shadow)):
+            if on:
+                nodes.error(fields["concurrency"], f"a concurrency limit takes no '{flag}'")
+        name = self._name(fields, full_key)
+        replaces = self._replaces(fields.get("replaces"), name)
+        failure_mode = nodes.failure_mode(fields.get("failure_mode"), self.defaults.failure_mode)
+        if slots is None or len(nodes.errors) > errors_before:
+            return None
+        nodes.warning(fields["concurrency"], CONCURRENCY_WARNING)
+        rule = Rule(
+            domain=self.domain,
+            full_key=full_key,
+            limit=None,
+            name=name,
+            replaces=replaces,
+            shadow_mode=shadow,
+            detailed_metric=detailed,
+            failure_mode=failure_mode,
+            source=source,
+            concurrency=slots,
         )
         self.rules.append(rule)
         return rule

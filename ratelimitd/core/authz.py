@@ -96,9 +96,15 @@ async def authorize(
     found = extract.descriptors(domain, attributes)
     if not found:
         return AuthzDecision(Verdict.OK, domain=domain.name)
-    plan = (plan_of or engine.plan)(Request(domain.name, found))
+    return await answer(engine, (plan_of or engine.plan)(Request(domain.name, found)))
+
+
+async def answer(engine: Engine, plan: Plan) -> AuthzDecision:
+    """The HTTP answer to a planned request: the engine's decision, or UNAVAILABLE (503) when
+    the store failed and a rule leaves the answer to the caller. Shared by ext_authz and the
+    in-app middleware, which build their requests differently."""
     try:
         decision = await engine.decide(plan)
     except StoreUnavailableError:
-        return AuthzDecision(Verdict.UNAVAILABLE, domain=domain.name)
-    return from_decision(decision, domain.name)
+        return AuthzDecision(Verdict.UNAVAILABLE, domain=plan.domain)
+    return from_decision(decision, plan.domain)

@@ -14,6 +14,7 @@ from typing import cast
 import structlog
 
 from ratelimitd.algorithms import ALGORITHMS, Hit, Outcome, rejects
+from ratelimitd.algorithms.concurrency import Claim
 from ratelimitd.core import headers, keys, problem
 from ratelimitd.core.headers import HeaderMode, HeaderPlan
 from ratelimitd.core.matcher import Match, match
@@ -169,6 +170,11 @@ class Engine:
             m is not None and m.rule.name is not None and m.rule.name in names for m in matched
         )
         statuses, hits, hit_at = self._hits(domain, request, matched, replaced)
+        slots = tuple(
+            (i, m.rule, Claim(self._slot_key(domain, d, m), m.rule.concurrency))
+            for i, (d, m) in enumerate(zip(request.descriptors, matched, strict=True))
+            if m is not None and m.rule.concurrency is not None and not replaced[i]
+        )
         details = tuple(
             key_path(d.entries) if m is not None and m.rule.detailed_metric else None
             for d, m in zip(request.descriptors, matched, strict=True)
@@ -184,6 +190,13 @@ class Engine:
             details,
             measured,
             self._near_fraction,
+            slots,
+        )
+
+    def _slot_key(self, domain: Domain, descriptor: Descriptor, found: Match) -> str:
+        assert found.rule.concurrency is not None
+        return keys.slot_key(
+            domain.name, descriptor.entries, found.rule.concurrency, found.shared, self._key_prefix
         )
 
     def _hits(
@@ -206,6 +219,8 @@ class Engine:
                 quota_passes = True
                 continue
             rule, shared = found
+            if rule.concurrency is not None:
+                continue  # a slot, not a counter: the plan's `slots`, for the middleware
             if rule.limit is None:  # unlimited: not a quota that counts, either way
                 statuses[i] = Status(Code.OK, None, UNLIMITED_REMAINING)
                 continue

@@ -87,14 +87,37 @@ def _counter_key(
     shared: Sequence[str | None] | None,
     prefix: str,
 ) -> str:
-    parts = [
-        _entry(key, value, shared[i] if shared else None) for i, (key, value) in enumerate(entries)
-    ]
-    tag = _bounded(f"{escape(domain)}:{parts[0]}", TAG_BUDGET)
     window = str(limit.window_seconds)
     if limit.calendar_zone is not None:
         window += f"@{escape(limit.calendar_zone)}"
     identity = f"{algorithm_tag}:{limit.requests_per_unit}/{window}:{limit.burst}"
+    return _key(domain, entries, identity, shared, prefix)
+
+
+def slot_key(
+    domain: str,
+    entries: Sequence[tuple[str, str]],
+    capacity: int,
+    shared: Sequence[str | None] | None = None,
+    prefix: str = DEFAULT_PREFIX,
+) -> str:
+    """The store key of the in-flight slots for `entries` under a `concurrency: capacity`
+    limit: `<prefix>{<tag>}:concurrency:<capacity>[:<tail>]`, escaped and bounded as counter
+    keys are (a changed capacity starts afresh, as a changed rate does)."""
+    return _key(domain, entries, f"concurrency:{capacity}", shared, prefix)
+
+
+def _key(
+    domain: str,
+    entries: Sequence[tuple[str, str]],
+    identity: str,
+    shared: Sequence[str | None] | None,
+    prefix: str,
+) -> str:
+    parts = [
+        _entry(key, value, shared[i] if shared else None) for i, (key, value) in enumerate(entries)
+    ]
+    tag = _bounded(f"{escape(domain)}:{parts[0]}", TAG_BUDGET)
     key = f"{prefix}{{{tag}}}:{identity}"
     if len(parts) > 1:
         key = f"{key}:{_bounded(':'.join(parts[1:]), TAIL_BUDGET)}"

@@ -4,6 +4,7 @@ reuses for every decision of it."""
 from __future__ import annotations
 
 from ratelimitd.algorithms import Hit
+from ratelimitd.algorithms.concurrency import Claim
 from ratelimitd.core.headers import HeaderPlan
 from ratelimitd.core.matcher import Match
 from ratelimitd.model.messages import Code, Decision, Status
@@ -41,6 +42,7 @@ class Plan:
         "memo",
         "near_below",
         "replaced",
+        "slots",
         "statuses",
     )
 
@@ -55,8 +57,12 @@ class Plan:
         details: tuple[str | None, ...],
         header_plan: HeaderPlan,
         near_fraction: float,
+        slots: tuple[tuple[int, Rule, Claim], ...] = (),
     ) -> None:
         self.domain = domain
+        # The request's concurrency limits, as (descriptor index, rule, claim): the engine
+        # never takes them (only the in-app middleware sees a request end, to give one back).
+        self.slots = slots
         self.matches = matches
         self.replaced = replaced
         self.statuses = statuses

@@ -36,6 +36,8 @@ def problem_json(statuses: Sequence[Status], retry_after_s: int) -> bytes:
                 "remaining": status.remaining,
                 "reset_seconds": whole_seconds(status.reset_us or 0),
             }
+        elif status.rule.concurrency is not None:
+            entry["concurrency"] = status.rule.concurrency
         limits.append(entry)
     names = ", ".join(f"'{entry['name']}'" for entry in limits)
     plural = "s" if len(limits) != 1 else ""

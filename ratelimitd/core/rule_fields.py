@@ -33,6 +33,7 @@ class RuleFields(TypedDict):
     unit_multiplier: int | None
     window: str | None  # the window in words (Limit.window_text)
     calendar: str | None  # the time zone of a calendar window
+    concurrency: int | None  # requests in flight at most, for a concurrency limit
 
 
 def rule_fields(rule: Rule) -> RuleFields:
@@ -43,7 +44,7 @@ def rule_fields(rule: Rule) -> RuleFields:
         "full_key": rule.full_key,
         "name": rule.name,
         "source": None if rule.source is None else str(rule.source),
-        "unlimited": limit is None,
+        "unlimited": rule.unlimited,
         "algorithm": None if limit is None else limit.algorithm,
         "requests_per_unit": None if limit is None else limit.requests_per_unit,
         "unit": None if limit is None else limit.unit.name,
@@ -57,6 +58,7 @@ def rule_fields(rule: Rule) -> RuleFields:
         "unit_multiplier": None if limit is None else limit.unit_multiplier,
         "window": None if limit is None else limit.window_text(),
         "calendar": None if limit is None else limit.calendar_zone,
+        "concurrency": rule.concurrency,
     }
 
 
@@ -67,6 +69,8 @@ def config_line(rule: Rule) -> str:
     fields = rule_fields(rule)
     if fields["unlimited"]:
         settings = ["unlimited"]
+    elif fields["concurrency"] is not None:
+        settings = [f"concurrency={fields['concurrency']}"]
     else:
         settings = [
             f"{key}={fields[key]}" for key in ("algorithm", "unit", "requests_per_unit", "burst")
@@ -100,7 +104,9 @@ def summary(rule: Rule) -> str:
     if fields["name"]:
         parts.append(f"name={fields['name']}")
     algorithm, rate = fields["algorithm"], fields["requests_per_unit"]
-    if algorithm is None:
+    if fields["concurrency"] is not None:
+        parts.append(f"concurrency {fields['concurrency']}")
+    elif algorithm is None:
         parts.append("unlimited")
     else:
         parts.append(f"{algorithm} {rate}/{fields['window']}")

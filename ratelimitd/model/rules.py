@@ -105,9 +105,11 @@ class Rule:
     """A `rate_limit` as configured at one descriptor node (or synthesised from Envoy's
     per-descriptor limit override).
 
-    `limit` is None exactly when the rule is unlimited. A `quota_mode` rule over its limit
-    answers OVER_LIMIT for its descriptor but rejects the request only together with every
-    other quota rule of it (the reference's `quota_mode`).
+    `limit` is None when the rule is unlimited or a concurrency limit. A `quota_mode` rule
+    over its limit answers OVER_LIMIT for its descriptor but rejects the request only together
+    with every other quota rule of it (the reference's `quota_mode`). `concurrency` (no rate)
+    is how many requests of the descriptor may be in flight at once: only the in-app
+    middleware enforces it, since only it sees requests end.
     """
 
     domain: str
@@ -123,11 +125,12 @@ class Rule:
     # (a dict has no hash).
     metadata: Mapping[str, object] | None = field(default=None, compare=False)
     quota_mode: bool = False
+    concurrency: int | None = None
 
     @property
     def unlimited(self) -> bool:
         """True for `unlimited: true` rules, which never touch the store."""
-        return self.limit is None
+        return self.limit is None and self.concurrency is None
 
     @property
     def label(self) -> str:

@@ -6,9 +6,9 @@ eviction would), so clients sending endless distinct values cannot exhaust memor
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
-from ratelimitd.algorithms import ALGORITHMS, Hit, Outcome, evaluate_hits
+from ratelimitd.algorithms import ALGORITHMS, Hit, Outcome, concurrency, evaluate_hits
 from ratelimitd.algorithms.base import State
 from ratelimitd.storage.clock import Clock, wall_clock_us
 
@@ -27,6 +27,7 @@ class MemoryStore:
         self._states: dict[str, tuple[State, int]] = {}  # key -> (state, expires_at_us)
         # One heap entry per live key, possibly stale; re-pushed with the key's real expiry.
         self._expiry: list[tuple[int, str]] = []
+        self._slots: dict[str, dict[str, int]] = {}  # concurrency key -> holder -> lease end
 
     def __len__(self) -> int:
         return len(self._states)
@@ -81,6 +82,30 @@ class MemoryStore:
             heapq.heappush(self._expiry, (entry[1], key))
         else:
             del self._states[key]
+
+    async def take_slots(
+        self, claims: Sequence[concurrency.Claim], holder: str, lease_us: int
+    ) -> concurrency.Taken:
+        """Take a slot of every claim for `holder`, or none (algorithms.concurrency)."""
+        slots = [self._slots.setdefault(claim.key, {}) for claim in claims]
+        taken = concurrency.take(slots, claims, holder, self._clock(), lease_us)
+        self._forget_empty(claim.key for claim in claims)
+        return taken
+
+    async def renew_slots(self, keys: Sequence[str], holder: str, lease_us: int) -> int:
+        """Extend `holder`'s live leases on `keys`; how many were live."""
+        slots = [self._slots[key] for key in keys if key in self._slots]
+        return concurrency.renew(slots, holder, self._clock(), lease_us)
+
+    async def release_slots(self, keys: Sequence[str], holder: str) -> None:
+        """Give `holder`'s slots on `keys` back."""
+        concurrency.release([self._slots[key] for key in keys if key in self._slots], holder)
+        self._forget_empty(keys)
+
+    def _forget_empty(self, keys: Iterable[str]) -> None:
+        for key in keys:
+            if not self._slots.get(key, True):
+                del self._slots[key]
 
     async def ping(self) -> bool:
         """Always reachable."""

@@ -17,6 +17,7 @@ from redis.asyncio.connection import RedisSSLContext
 from redis.exceptions import RedisError
 
 from ratelimitd.algorithms import ALGORITHMS, Hit, Outcome
+from ratelimitd.algorithms.concurrency import Claim, Taken
 from ratelimitd.algorithms.windows import boundaries
 from ratelimitd.model.observer import NO_OBSERVER, Observer
 from ratelimitd.model.rules import Limit
@@ -148,8 +149,20 @@ class Script(NamedTuple):
 
 def load_script(driver: str) -> Script:
     """The script of `driver` (see script_source)."""
-    source = script_source(driver)
+    return _script(script_source(driver))
+
+
+def _script(source: str) -> Script:
     return Script(source, hashlib.sha1(source.encode()).hexdigest())
+
+
+def _slots_script() -> Script:
+    """The concurrency slots' script: the clock, then lua/concurrency.lua."""
+    lua = resources.files("ratelimitd").joinpath("lua")
+    return _script("\n".join(lua.joinpath(n).read_text() for n in ("clock.lua", "concurrency.lua")))
+
+
+_SLOTS = _slots_script()
 
 
 # Requests' tokens kept by the hits object they were made from (see ScriptRunner._tokens).
@@ -207,24 +220,33 @@ class ScriptRunner:
     ) -> list[list[Outcome]]:
         """Evaluate (and unless `dry_run`, commit) `requests` in one call; raise StoreError
         when Redis cannot answer."""
-        call = self.request_call(requests, dry_run)
-        try:
-            try:
-                raw = await client.execute("EVALSHA", *call)
-            except RespError as exc:
-                if not str(exc).startswith("NOSCRIPT"):
-                    raise
-                # Redis restarted or flushed its script cache: load the script, retry once.
-                await client.execute("SCRIPT", "LOAD", self.request.source)
-                raw = await client.execute("EVALSHA", *call)
-        except RespError as exc:
-            if str(exc).startswith(_WRONG_SERVER):
-                # A replica now (a failover): the next call connects to whoever is master.
-                await client.aclose()
-            raise StoreError(f"redis: {exc.__class__.__name__}: {exc}") from exc
-        except (OSError, TimeoutError) as exc:
-            raise StoreError(f"redis: {exc.__class__.__name__}: {exc}") from exc
+        raw = await evalsha(client, self.request, self.request_call(requests, dry_run))
         return decode(requests, raw)
+
+    def now_argument(self) -> str:
+        """A script's time argument: "" for Redis TIME, the test clock's time otherwise."""
+        return self._now()[0]
+
+
+async def evalsha(client: RespClient, script: Script, call: Sequence[Any]) -> Any:
+    """EVALSHA `call` (the sha, the key count, keys, arguments), loading `script` again when
+    Redis lost it; StoreError when Redis cannot answer."""
+    try:
+        try:
+            return await client.execute("EVALSHA", *call)
+        except RespError as exc:
+            if not str(exc).startswith("NOSCRIPT"):
+                raise
+            # Redis restarted or flushed its script cache: load the script, retry once.
+            await client.execute("SCRIPT", "LOAD", script.source)
+            return await client.execute("EVALSHA", *call)
+    except RespError as exc:
+        if str(exc).startswith(_WRONG_SERVER):
+            # A replica now (a failover): the next call connects to whoever is master.
+            await client.aclose()
+        raise StoreError(f"redis: {exc.__class__.__name__}: {exc}") from exc
+    except (OSError, TimeoutError) as exc:
+        raise StoreError(f"redis: {exc.__class__.__name__}: {exc}") from exc
 
 
 class ClientStore(RoundTripStore):
@@ -255,6 +277,33 @@ class ClientStore(RoundTripStore):
     ) -> list[list[Outcome]]:
         self.round_trips += 1
         return await self._script.run(self._client, requests, dry_run)
+
+    async def take_slots(self, claims: Sequence[Claim], holder: str, lease_us: int) -> Taken:
+        """Take a slot of every claim for `holder`, or none (lua/concurrency.lua): one round
+        trip. StoreError when Redis cannot answer."""
+        capacities = [str(claim.capacity) for claim in claims]
+        raw = await self._slots_call([c.key for c in claims], "take", holder, lease_us, capacities)
+        return Taken(raw[0] == 1, tuple(int(n) for n in raw[1:]))
+
+    async def renew_slots(self, keys: Sequence[str], holder: str, lease_us: int) -> int:
+        """Extend `holder`'s live leases on `keys`; how many were live."""
+        return int(await self._slots_call(keys, "renew", holder, lease_us))
+
+    async def release_slots(self, keys: Sequence[str], holder: str) -> None:
+        """Give `holder`'s slots on `keys` back: one round trip."""
+        await self._slots_call(keys, "release", holder, 0)
+
+    async def _slots_call(
+        self,
+        keys: Sequence[str],
+        op: str,
+        holder: str,
+        lease_us: int,
+        capacities: Sequence[str] = (),
+    ) -> Any:
+        now = self._script.now_argument()
+        call = [_SLOTS.sha, len(keys), *keys, now, op, holder, str(lease_us), *capacities]
+        return await evalsha(self._client, _SLOTS, call)
 
     async def ping(self) -> bool:
         """True when Redis answers PING within the timeout."""

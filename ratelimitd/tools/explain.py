@@ -34,6 +34,7 @@ class Verdict(enum.Enum):
     LIMITED = "limited"  # its counter is evaluated
     NO_RULE = "no_rule"  # the walk reached no rate_limit
     UNLIMITED = "unlimited"
+    CONCURRENCY = "concurrency"  # a concurrency limit: the in-app middleware's, no counter
     REPLACED = "replaced"  # another matched rule's `replaces` names its rule
     UNKNOWN_DOMAIN = "unknown_domain"
 
@@ -122,6 +123,8 @@ async def explain(engine: Engine, request: Request) -> Explanation:
             verdict = Verdict.NO_RULE
         elif plan.replaced[i]:  # the engine drops replaced rules before looking at `unlimited`
             verdict = Verdict.REPLACED
+        elif found.rule.concurrency is not None:
+            verdict = Verdict.CONCURRENCY
         else:
             verdict = Verdict.UNLIMITED
         why = _why(verdict, request.domain, descriptor, steps, found, replaced_by)
@@ -166,6 +169,11 @@ def _why(
         return f"the rule at {rule.source} is named '{rule.name}', which {by} replaces"
     if verdict is Verdict.UNLIMITED:
         return f"the rule at {rule.source} is unlimited"
+    if verdict is Verdict.CONCURRENCY:
+        return (
+            f"the rule at {rule.source} is a concurrency limit ({rule.concurrency} in flight), "
+            "which only the in-app middleware enforces: no limit here"
+        )
     return f"the rule at {rule.source} applies"
 
 
