@@ -1,8 +1,9 @@
 -- Concurrency slots (twin of ratelimitd/algorithms/concurrency.py). KEYS: one sorted set per
 -- concurrency limit, members the holders (one id per request), scores their lease expiry in
--- microseconds (written with %.0f: Lua's own number format keeps 14 digits). ARGV[1]: now (tests only, else Redis TIME, see clock.lua); ARGV[2]: the
--- operation, take | renew | release; ARGV[3]: the holder; ARGV[4]: the lease in microseconds;
--- ARGV[5..]: per key, its capacity (take only).
+-- microseconds (written with %.0f: Lua's own number format keeps 14 digits).
+-- ARGV[1]: now (tests only, else Redis TIME, see clock.lua); ARGV[2]: the operation, take |
+-- renew | release; ARGV[3]: the holder; ARGV[4]: the lease in microseconds; ARGV[5..]: per
+-- key, its capacity (take only).
 -- take: every slot or none; answers {1 if taken else 0, in flight per key}.
 -- renew: extends the holder's live leases; answers how many were live.
 -- release: removes the holder; answers 0.
