@@ -25,8 +25,11 @@ from ratelimitd.observe.metrics import Recorder
 from ratelimitd.observe.tracing import TRACER
 from ratelimitd.storage import factory
 from ratelimitd.storage.base import Store
+from ratelimitd.storage.clock import wall_clock_us
+from ratelimitd.storage.demand import build_demand_store
 from ratelimitd.transports.grpc import GrpcTransport
 from ratelimitd.transports.http import HttpServer
+from ratelimitd.transports.rlqs_rpc import QuotaRpc
 from ratelimitd.transports.rpc import Rpc
 
 log = structlog.get_logger(__name__)
@@ -160,6 +163,14 @@ async def _listen(
     http_server = HttpServer(running_service.routes, http_host, http_port)
     await http_server.start()
     running.push_async_callback(http_server.stop)
+    engine = running_service.engine
+    demand = build_demand_store(settings.redis_url, settings.redis_timeout)
+    quota = None
+    if demand is None:
+        log.warning("rlqs_not_served", reason="demand is shared through a single Redis only")
+    else:
+        running.push_async_callback(demand.close)
+        quota = QuotaRpc(lambda: engine.config, demand, wall_clock_us)
     rpc = Rpc(
         running_service.engine,
         running_service.readiness,
@@ -173,6 +184,7 @@ async def _listen(
         build.tls_files(settings),
         settings.max_request_bytes,
         settings.max_streams_per_connection,
+        quota,
     )
     await grpc_transport.start()
     running.push_async_callback(grpc_transport.stop, settings.drain_timeout)

@@ -1,9 +1,10 @@
-"""gRPC transport (grpc.aio): RateLimitService, Authorization (ext_authz), grpc.health.v1
+"""gRPC transport (grpc.aio): RateLimitService, Authorization (ext_authz),
+RateLimitQuotaService (the rate_limit_quota filter's stream, when given), grpc.health.v1
 (Check and Watch) and server reflection."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -11,6 +12,7 @@ from grpc_reflection.v1alpha import reflection
 
 from ratelimitd.observe.tracing import Metadata
 from ratelimitd.transports.grpc_status import MAX_MESSAGE_BYTES, GrpcError
+from ratelimitd.transports.rlqs_rpc import RLQS_METHOD_NAME, RLQS_SERVICE, QuotaRpc, client_name
 from ratelimitd.transports.rpc import AUTHZ_SERVICE, HEALTH_SERVICES, RLS_SERVICE, Rpc
 from ratelimitd.transports.tls import Tls
 
@@ -33,6 +35,25 @@ def _unary(method: Method) -> grpc.RpcMethodHandler[bytes, bytes]:
     return grpc.unary_unary_rpc_method_handler(handle)
 
 
+def _quota_stream(quota: QuotaRpc) -> grpc.RpcMethodHandler[bytes, bytes]:
+    """StreamRateLimitQuotas: each usage report answered on the stream as it arrives."""
+
+    async def handle(
+        reports: AsyncIterator[bytes], context: grpc.aio.ServicerContext[bytes, bytes]
+    ) -> AsyncIterator[bytes]:
+        call = quota.open(client_name(tuple(context.invocation_metadata() or ()), context.peer()))
+        async for data in reports:
+            try:
+                response = await call.report(data)
+            except GrpcError as exc:
+                await context.abort(_STATUS_CODES[exc.status], str(exc))
+                raise
+            if response is not None:
+                yield response
+
+    return grpc.stream_stream_rpc_method_handler(handle)
+
+
 class GrpcTransport:
     """The grpc.aio server with its health service, started and stopped with the process."""
 
@@ -43,6 +64,7 @@ class GrpcTransport:
         tls: Tls | None = None,
         max_request_bytes: int = MAX_MESSAGE_BYTES,
         max_streams_per_connection: int | None = None,
+        quota: QuotaRpc | None = None,
     ) -> None:
         self.address = address
         options: list[tuple[str, int]] = [
@@ -59,14 +81,19 @@ class GrpcTransport:
             # calls the client was allowed to send (UNAVAILABLE to a gRPC client).
             options.append(("grpc.http.overload_protection", 0))
         self.server = grpc.aio.server(options=options)
-        self.server.add_generic_rpc_handlers(
-            [
+        handlers = [
+            grpc.method_handlers_generic_handler(
+                RLS_SERVICE, {"ShouldRateLimit": _unary(rpc.should_rate_limit)}
+            ),
+            grpc.method_handlers_generic_handler(AUTHZ_SERVICE, {"Check": _unary(rpc.check)}),
+        ]
+        if quota is not None:
+            handlers.append(
                 grpc.method_handlers_generic_handler(
-                    RLS_SERVICE, {"ShouldRateLimit": _unary(rpc.should_rate_limit)}
-                ),
-                grpc.method_handlers_generic_handler(AUTHZ_SERVICE, {"Check": _unary(rpc.check)}),
-            ]
-        )
+                    RLQS_SERVICE, {RLQS_METHOD_NAME: _quota_stream(quota)}
+                )
+            )
+        self.server.add_generic_rpc_handlers(handlers)
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(

@@ -1,0 +1,124 @@
+"""The RLQS front door's logic, transport-free: one QuotaStream per Envoy stream turns its
+usage reports into bucket actions. Demand is kept in a DemandStore (shared by replicas
+through Redis); the split is core.quota_share's; time comes from an injectable clock.
+
+A report's demand is measured on our clock, between the arrivals of an Envoy's reports of a
+bucket (Envoy sends time_elapsed in whole seconds only). An Envoy is known by its `client`
+name, which the transport takes from the stream's `x-rlqs-client` metadata when set (a
+replica restart then loses nothing: the next replica finds its demand), else the peer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+
+import structlog
+
+from ratelimitd.core import quota_share
+from ratelimitd.core.quota_rules import resolve
+from ratelimitd.model.messages import InvalidRequestError
+from ratelimitd.model.quota import (
+    Assignment,
+    BucketAction,
+    BucketId,
+    Demand,
+    TokenBucket,
+    Usage,
+)
+from ratelimitd.model.rules import Blanket, Config, Limit
+from ratelimitd.storage.base import StoreError
+from ratelimitd.storage.demand import DemandStore
+
+log = structlog.get_logger(__name__)
+
+# The reporting interval assumed until an Envoy's second report shows it.
+FIRST_INTERVAL_S = 1.0
+# Clamp of a measured interval: a stalled stream must not make assignments live for hours.
+MAX_INTERVAL_S = 300.0
+
+
+def demand_key(domain: str, bucket: BucketId) -> str:
+    """The demand store's name of a bucket: unambiguous whatever its keys and values hold."""
+    return "\x1f".join([domain, *(f"{k}\x1e{v}" for k, v in bucket)])
+
+
+@dataclass(slots=True)
+class QuotaStream:
+    """One Envoy's stream: its domain (named by the first report) and, per bucket, when it
+    last reported it and the token bucket it was last assigned."""
+
+    client: str
+    config: Callable[[], Config]
+    demand: DemandStore
+    clock_us: Callable[[], int]
+    domain: str | None = None
+    _seen: dict[BucketId, int] = field(default_factory=dict)
+    _sent: dict[BucketId, TokenBucket] = field(default_factory=dict)
+
+    async def report(self, domain: str, usages: Sequence[Usage]) -> list[BucketAction]:
+        """The actions answering one usage report. InvalidRequestError when the stream's
+        first report names no domain."""
+        if self.domain is None:
+            if not domain:
+                raise InvalidRequestError("the first usage report of a stream names no domain")
+            self.domain = domain
+        now = self.clock_us()
+        config = self.config()
+        actions = []
+        for usage in usages:
+            target = resolve(config, self.domain, usage.bucket)
+            if target is None:
+                self._seen.pop(usage.bucket, None)
+                self._sent.pop(usage.bucket, None)
+                actions.append(BucketAction(usage.bucket, None))
+                continue
+            if isinstance(target, Blanket):
+                interval = self._interval(usage.bucket, now, None)
+                self._seen[usage.bucket] = now
+                assignment = Assignment(target, quota_share.ttl_seconds(interval))
+            else:
+                assert target.limit is not None  # resolve() answers unlimited rules with a Blanket
+                try:
+                    assignment = await self._share(usage, target.limit, now)
+                except StoreError as exc:
+                    # No answer: Envoy keeps the last assignment until its TTL, then its
+                    # expired_assignment_behavior decides.
+                    log.warning("rlqs_demand_unavailable", error=str(exc))
+                    continue
+            actions.append(BucketAction(usage.bucket, assignment))
+        return actions
+
+    def _interval(self, bucket: BucketId, now: int, stored: Demand | None) -> float:
+        """Seconds since the Envoy's previous report of the bucket (to this replica, else to
+        any: a reconnected stream), or the last interval known, or FIRST_INTERVAL_S."""
+        previous = self._seen.get(bucket, stored.seen_us if stored else None)
+        if previous is not None and now > previous:
+            return min((now - previous) / 1_000_000, MAX_INTERVAL_S)
+        return stored.interval_s if stored else FIRST_INTERVAL_S
+
+    async def _share(self, usage: Usage, limit: Limit, now: int) -> Assignment:
+        assert self.domain is not None
+        key = demand_key(self.domain, usage.bucket)
+        demands = await self.demand.demands(key)
+        stored = demands.get(self.client)
+        known = usage.bucket in self._seen or stored is not None
+        interval = self._interval(usage.bucket, now, stored)
+        self._seen[usage.bucket] = now
+        rate = None  # the bucket's first report: its counts cover no known time yet
+        if known:
+            measured = (usage.allowed + usage.denied) / interval
+            rate = quota_share.smoothed(stored.rate if stored else None, measured)
+        mine = Demand(self.client, rate, now, interval, stored.assigned if stored else 0.0)
+        demands[self.client] = mine
+        live = [d for d in demands.values() if quota_share.is_live(d, now)]
+        forget = [d.client for d in demands.values() if not quota_share.is_live(d, now)]
+        fraction = quota_share.fraction_for(self.client, live)
+        bucket = quota_share.settle(
+            self._sent.get(usage.bucket), quota_share.token_bucket(limit, fraction, interval)
+        )
+        self._sent[usage.bucket] = bucket
+        ttl = quota_share.ttl_seconds(interval)
+        assigned = bucket.tokens_per_fill / max(limit.requests_per_unit, 1)
+        await self.demand.record(key, replace(mine, assigned=assigned), forget, ttl)
+        return Assignment(bucket, ttl)

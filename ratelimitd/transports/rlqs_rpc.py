@@ -1,0 +1,66 @@
+"""RateLimitQuotaService/StreamRateLimitQuotas as bytes, whichever transport carries the
+stream: one QuotaCall per stream, each usage report in, a response (or nothing) out."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from google.protobuf.message import DecodeError
+
+from ratelimitd.core.quota_service import QuotaStream
+from ratelimitd.model.messages import InvalidRequestError
+from ratelimitd.model.rules import Config
+from ratelimitd.observe.tracing import Metadata
+from ratelimitd.protos.envoy.service.rate_limit_quota.v3 import rlqs_pb2
+from ratelimitd.storage.demand import DemandStore
+from ratelimitd.transports import rlqs_codec
+from ratelimitd.transports.grpc_status import INVALID_ARGUMENT, GrpcError
+
+RLQS_SERVICE = rlqs_pb2.DESCRIPTOR.services_by_name["RateLimitQuotaService"].full_name
+RLQS_METHOD_NAME = "StreamRateLimitQuotas"
+# Metadata naming the Envoy (set it in the filter's grpc_service.initial_metadata, e.g. the
+# pod's name): the same name on a new stream finds the demand the last one left.
+CLIENT_HEADER = "x-rlqs-client"
+
+
+def client_name(metadata: Metadata, peer: str) -> str:
+    """The Envoy's name: its x-rlqs-client metadata, else the peer address."""
+    for key, value in metadata:
+        if key == CLIENT_HEADER and value:
+            return value if isinstance(value, str) else value.decode("utf-8", "replace")
+    return peer
+
+
+@dataclass(slots=True)
+class QuotaCall:
+    """One stream's reports, answered."""
+
+    stream: QuotaStream
+
+    async def report(self, data: bytes) -> bytes | None:
+        """The serialized response to one serialized usage report, None when it needs none;
+        GrpcError(INVALID_ARGUMENT) for a malformed one."""
+        try:
+            domain, usages = rlqs_codec.decode_reports(data)
+            actions = await self.stream.report(domain, usages)
+        except DecodeError as exc:
+            raise GrpcError(
+                INVALID_ARGUMENT, f"malformed RateLimitQuotaUsageReports: {exc}"
+            ) from exc
+        except InvalidRequestError as exc:
+            raise GrpcError(INVALID_ARGUMENT, str(exc)) from exc
+        return rlqs_codec.encode_actions(actions) if actions else None
+
+
+@dataclass(slots=True)
+class QuotaRpc:
+    """Opens a QuotaCall per stream, on the running config and the shared demand."""
+
+    config: Callable[[], Config]
+    demand: DemandStore
+    clock_us: Callable[[], int]
+
+    def open(self, client: str) -> QuotaCall:
+        """The call of a new stream from the Envoy named `client`."""
+        return QuotaCall(QuotaStream(client, self.config, self.demand, self.clock_us))
