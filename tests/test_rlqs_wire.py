@@ -1,0 +1,144 @@
+"""The RLQS stream over the wire, driven by a client generated from xds-protos (Envoy's own
+code, not ours): reports in, assignments out, on a running `ratelimitd serve`.
+
+Only through a server process: our generated modules declare the same protobuf packages as
+xds-protos', and one process cannot load both."""
+
+from __future__ import annotations
+
+import queue
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from envoy.service.rate_limit_quota.v3 import rlqs_pb2, rlqs_pb2_grpc
+from envoy.type.v3 import ratelimit_strategy_pb2
+
+from tests.conftest import RatelimitdFactory
+
+CONFIG = """
+domain: web
+descriptors:
+  - key: tenant
+    value: acme
+    rate_limit: {unit: minute, requests_per_unit: 600}
+  - key: tenant
+    value: free
+    rate_limit: {unlimited: true}
+rlqs:
+  bucket_keys: [tenant]
+  unmatched: deny_all
+"""
+Reports = rlqs_pb2.RateLimitQuotaUsageReports
+Usage = Reports.BucketQuotaUsage
+Strategy = ratelimit_strategy_pb2.RateLimitStrategy
+
+
+def usage(allowed: int, denied: int = 0, **bucket: str) -> Usage:
+    return Usage(
+        bucket_id=rlqs_pb2.BucketId(bucket=bucket),
+        num_requests_allowed=allowed,
+        num_requests_denied=denied,
+    )
+
+
+class Stream:
+    """One bidirectional stream: reports sent one by one, each response awaited."""
+
+    def __init__(self, channel: grpc.Channel, metadata: tuple[tuple[str, str], ...] = ()):
+        self._outbox: queue.Queue[Reports | None] = queue.Queue()
+        stub = rlqs_pb2_grpc.RateLimitQuotaServiceStub(channel)
+        self._responses = stub.StreamRateLimitQuotas(
+            iter(self._outbox.get, None), metadata=metadata, timeout=30
+        )
+
+    def send(self, domain: str, *usages: Usage) -> rlqs_pb2.RateLimitQuotaResponse:
+        self._outbox.put(Reports(domain=domain, bucket_quota_usages=usages))
+        response: rlqs_pb2.RateLimitQuotaResponse = next(self._responses)
+        return response
+
+    def close(self) -> None:
+        self._outbox.put(None)
+
+
+@pytest.fixture
+def channel(ratelimitd: RatelimitdFactory, tmp_path: Path) -> Iterator[grpc.Channel]:
+    config = tmp_path / "rlqs.yaml"
+    config.write_text(CONFIG)
+    server = ratelimitd(config)
+    with grpc.insecure_channel(server.grpc_target) as channel:
+        yield channel
+
+
+def test_a_stream_gets_assignments_blankets_and_abandons(channel: grpc.Channel) -> None:
+    stream = Stream(channel)
+    try:
+        first = stream.send(
+            "web",
+            usage(1, tenant="acme", route="/search"),
+            usage(1, tenant="free"),
+            usage(1, tenant="other"),
+        )
+        acme, free, other = first.bucket_action
+        # In the order reported, each with its bucket_id (all its keys).
+        assert dict(acme.bucket_id.bucket) == {"tenant": "acme", "route": "/search"}
+        assert dict(other.bucket_id.bucket) == {"tenant": "other"}
+        assigned = acme.quota_assignment_action
+        bucket = assigned.rate_limit_strategy.token_bucket
+        # Alone on the bucket: the whole quota of 600 a minute, in a bucket of half a
+        # reporting interval (1 s assumed until the next report).
+        assert (bucket.tokens_per_fill.value, bucket.fill_interval.seconds) == (600, 60)
+        assert bucket.max_tokens == 5
+        assert assigned.assignment_time_to_live.seconds == 3
+        # ALLOW_ALL is the enum's zero: it must still be sent, as the oneof's choice.
+        allowed = free.quota_assignment_action.rate_limit_strategy
+        assert allowed.WhichOneof("strategy") == "blanket_rule"
+        assert allowed.blanket_rule == Strategy.ALLOW_ALL
+        rule = other.quota_assignment_action.rate_limit_strategy
+        assert rule.blanket_rule == Strategy.DENY_ALL
+        # Later reports need not repeat the domain.
+        again = stream.send("", usage(5, tenant="acme"))
+        assert again.bucket_action[0].HasField("quota_assignment_action")
+    finally:
+        stream.close()
+    elsewhere = Stream(channel)
+    try:
+        [action] = elsewhere.send("no-such-domain", usage(1, tenant="acme")).bucket_action
+        assert action.WhichOneof("bucket_action") == "abandon_action"
+        assert dict(action.bucket_id.bucket) == {"tenant": "acme"}
+    finally:
+        elsewhere.close()
+
+
+def test_a_first_report_without_domain_is_invalid_argument(channel: grpc.Channel) -> None:
+    stream = Stream(channel)
+    with pytest.raises(grpc.RpcError) as failure:
+        stream.send("", usage(1, tenant="acme"))
+    assert failure.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert "names no domain" in str(failure.value.details())
+
+
+def test_malformed_bytes_are_invalid_argument(channel: grpc.Channel) -> None:
+    call = channel.stream_stream(
+        "/envoy.service.rate_limit_quota.v3.RateLimitQuotaService/StreamRateLimitQuotas"
+    )
+    with pytest.raises(grpc.RpcError) as failure:
+        next(iter(call(iter([b"\xff\xff\xff"]), timeout=10)))
+    assert failure.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert "malformed RateLimitQuotaUsageReports" in str(failure.value.details())
+
+
+def test_two_envoys_on_one_bucket_share_it(channel: grpc.Channel) -> None:
+    envoys = [Stream(channel, (("x-rlqs-client", name),)) for name in ("a", "b")]
+    try:
+        shares = []
+        for stream in envoys:
+            [action] = stream.send("web", usage(1, tenant="acme")).bucket_action
+            strategy = action.quota_assignment_action.rate_limit_strategy
+            shares.append(strategy.token_bucket.tokens_per_fill.value)
+        # a arrived alone and holds the quota; b gets its floor until a's share shrinks.
+        assert shares == [600, 30]
+    finally:
+        for stream in envoys:
+            stream.close()
