@@ -35,25 +35,30 @@ Usage = Reports.BucketQuotaUsage
 Strategy = ratelimit_strategy_pb2.RateLimitStrategy
 
 
-def usage(allowed: int, denied: int = 0, **bucket: str) -> Usage:
-    return Usage(
+def usage(
+    allowed: int, denied: int = 0, **bucket: str
+) -> rlqs_pb2.RateLimitQuotaUsageReports.BucketQuotaUsage:
+    found: rlqs_pb2.RateLimitQuotaUsageReports.BucketQuotaUsage = Usage(
         bucket_id=rlqs_pb2.BucketId(bucket=bucket),
         num_requests_allowed=allowed,
         num_requests_denied=denied,
     )
+    return found
 
 
 class Stream:
     """One bidirectional stream: reports sent one by one, each response awaited."""
 
     def __init__(self, channel: grpc.Channel, metadata: tuple[tuple[str, str], ...] = ()):
-        self._outbox: queue.Queue[Reports | None] = queue.Queue()
+        self._outbox: queue.Queue[rlqs_pb2.RateLimitQuotaUsageReports | None] = queue.Queue()
         stub = rlqs_pb2_grpc.RateLimitQuotaServiceStub(channel)
         self._responses = stub.StreamRateLimitQuotas(
             iter(self._outbox.get, None), metadata=metadata, timeout=30
         )
 
-    def send(self, domain: str, *usages: Usage) -> rlqs_pb2.RateLimitQuotaResponse:
+    def send(
+        self, domain: str, *usages: rlqs_pb2.RateLimitQuotaUsageReports.BucketQuotaUsage
+    ) -> rlqs_pb2.RateLimitQuotaResponse:
         self._outbox.put(Reports(domain=domain, bucket_quota_usages=usages))
         response: rlqs_pb2.RateLimitQuotaResponse = next(self._responses)
         return response
@@ -120,7 +125,7 @@ def test_a_first_report_without_domain_is_invalid_argument(channel: grpc.Channel
 
 
 def test_malformed_bytes_are_invalid_argument(channel: grpc.Channel) -> None:
-    call = channel.stream_stream(
+    call: grpc.StreamStreamMultiCallable[bytes, bytes] = channel.stream_stream(
         "/envoy.service.rate_limit_quota.v3.RateLimitQuotaService/StreamRateLimitQuotas"
     )
     with pytest.raises(grpc.RpcError) as failure:
