@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 import pytest
 
 from ratelimitd.core import quota_share
-from ratelimitd.core.quota_service import QuotaStream
+from ratelimitd.core.quota_service import Neighbours, QuotaStream
 from ratelimitd.model.quota import (
     Assignment,
     BucketAction,
@@ -59,11 +59,21 @@ class Fleet:
     def __init__(self, config: Config, demand: DemandStore, clock: FakeClock, run: Run[Any]):
         self.config, self.demand, self.clock, self.run = config, demand, clock, run
         self.streams: dict[str, QuotaStream] = {}
+        self.neighbours = Neighbours()  # of the one replica, unless told otherwise
+        self.pushed: dict[str, list[BucketAction]] = {}
 
     def connect(self, client: str, demand: DemandStore | None = None) -> None:
-        """A new stream for `client` (a reconnect replaces the old one)."""
+        """A new stream for `client` (a reconnect replaces the old one); demand in another
+        store stands for another replica."""
+        neighbours = self.neighbours if demand in (None, self.demand) else Neighbours()
+        pushed = self.pushed.setdefault(client, [])
         self.streams[client] = QuotaStream(
-            client, lambda: self.config, demand or self.demand, self.clock
+            client,
+            lambda: self.config,
+            demand or self.demand,
+            self.clock,
+            neighbours,
+            pushed.extend,
         )
 
     def report(
@@ -100,9 +110,9 @@ def per_minute(buckets: dict[str, TokenBucket]) -> int:
 def test_a_lone_envoy_gets_the_whole_quota_as_envoy_enforces_it(fleet: Fleet) -> None:
     fleet.connect("a")
     first = fleet.report("a", 1)
-    assert first.assignment == Assignment(TokenBucket(5, 600, 60), 3)
-    # Capacity: half a reporting interval of 10/s.
-    assert quota_share.ttl_seconds(INTERVAL) == 3
+    # Until a second report shows the interval, Envoy's 5 s is assumed: capacity for half
+    # an interval of 10/s, a TTL of three intervals.
+    assert first.assignment == Assignment(TokenBucket(25, 600, 60), 15)
 
 
 def test_a_share_grows_only_into_what_the_others_are_not_assigned(fleet: Fleet) -> None:
@@ -148,6 +158,20 @@ def test_an_envoy_that_just_started_gets_the_floor(fleet: Fleet) -> None:
     # No demand known yet: the floor, 10% split between the two reporters.
     assert new.tokens_per_fill == 30
     assert new.max_tokens >= 1
+
+
+def test_a_share_given_up_is_pushed_to_the_other_envoys_at_once(fleet: Fleet) -> None:
+    for client in "ab":
+        fleet.connect(client)
+        fleet.report(client, 1)
+    fleet.clock.advance(INTERVAL)
+    assert fleet.bucket("b", 20).tokens_per_fill == 30  # a still holds the whole quota
+    assert fleet.bucket("a", 20).tokens_per_fill == 300  # a shrinks...
+    [offer] = fleet.pushed["b"]  # ... and b gets the rest unasked, not a report later
+    assert offer.bucket == ACME
+    assert offer.assignment is not None
+    assert offer.assignment.strategy == TokenBucket(3, 300, 60)
+    assert fleet.pushed["a"] == []
 
 
 def test_shares_rebalance_when_demand_moves(fleet: Fleet) -> None:
@@ -199,7 +223,7 @@ def test_blanket_rules_for_unlimited_zero_and_unmatched_buckets(fleet: Fleet) ->
         ("other", Blanket.DENY_ALL),  # unmatched: deny_all
     ]:
         action = fleet.report("a", 1, bucket=bucket_id({"tenant": tenant}))
-        assert action.assignment == Assignment(blanket, 3)
+        assert action.assignment == Assignment(blanket, 15)
 
 
 def test_buckets_of_a_domain_without_rlqs_are_abandoned(config: Config, run: Run[Any]) -> None:

@@ -92,10 +92,10 @@ def test_a_stream_gets_assignments_blankets_and_abandons(channel: grpc.Channel) 
         assigned = acme.quota_assignment_action
         bucket = assigned.rate_limit_strategy.token_bucket
         # Alone on the bucket: the whole quota of 600 a minute, in a bucket of half a
-        # reporting interval (1 s assumed until the next report).
+        # reporting interval (Envoy's 5 s assumed until the next report).
         assert (bucket.tokens_per_fill.value, bucket.fill_interval.seconds) == (600, 60)
-        assert bucket.max_tokens == 5
-        assert assigned.assignment_time_to_live.seconds == 3
+        assert bucket.max_tokens == 25
+        assert assigned.assignment_time_to_live.seconds == 15
         # ALLOW_ALL is the enum's zero: it must still be sent, as the oneof's choice.
         allowed = free.quota_assignment_action.rate_limit_strategy
         assert allowed.WhichOneof("strategy") == "blanket_rule"

@@ -10,6 +10,7 @@ replica restart then loses nothing: the next replica finds its demand), else the
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
@@ -32,8 +33,10 @@ from ratelimitd.storage.demand import DemandStore
 
 log = structlog.get_logger(__name__)
 
-# The reporting interval assumed until an Envoy's second report shows it.
-FIRST_INTERVAL_S = 1.0
+# The reporting interval assumed until an Envoy's second report shows it: Envoy 1.39 reports
+# every 5 s whatever its reporting_interval says (filter_persistence.cc hardcodes it), and a
+# first assignment living less than that would lapse before the second report renews it.
+FIRST_INTERVAL_S = 5.0
 # Clamp of a measured interval: a stalled stream must not make assignments live for hours.
 MAX_INTERVAL_S = 300.0
 
@@ -43,15 +46,56 @@ def demand_key(domain: str, bucket: BucketId) -> str:
     return "\x1f".join([domain, *(f"{k}\x1e{v}" for k, v in bucket)])
 
 
-@dataclass(slots=True)
+class Neighbours:
+    """The streams of one replica by bucket: a share one Envoy gives up is offered at once to
+    the other Envoys of the bucket connected here (others wait for their next report). A
+    bucket's shares are computed one at a time here (`lock`): two Envoys answered at once
+    would each see the other's old assignment."""
+
+    def __init__(self) -> None:
+        self._by_bucket: dict[str, set[QuotaStream]] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    def lock(self, key: str) -> asyncio.Lock:
+        """The lock of the bucket named `key`."""
+        found = self._locks.get(key)
+        if found is None:
+            found = self._locks[key] = asyncio.Lock()
+        return found
+
+    def join(self, key: str, stream: QuotaStream) -> None:
+        """`stream` reports the bucket named `key`."""
+        self._by_bucket.setdefault(key, set()).add(stream)
+
+    def leave(self, stream: QuotaStream) -> None:
+        """`stream` ended."""
+        for key in [k for k, streams in self._by_bucket.items() if stream in streams]:
+            streams = self._by_bucket[key]
+            streams.discard(stream)
+            if not streams:
+                del self._by_bucket[key]
+                self._locks.pop(key, None)
+
+    def others(self, key: str, stream: QuotaStream) -> list[QuotaStream]:
+        """The other streams reporting the bucket."""
+        return [s for s in self._by_bucket.get(key, ()) if s is not stream]
+
+
+Push = Callable[[list[BucketAction]], None]
+
+
+@dataclass(eq=False, slots=True)
 class QuotaStream:
     """One Envoy's stream: its domain (named by the first report) and, per bucket, when it
-    last reported it and the token bucket it was last assigned."""
+    last reported it and the token bucket it was last assigned. `push` sends actions the
+    Envoy did not ask for (a share offered when another Envoy's shrank)."""
 
     client: str
     config: Callable[[], Config]
     demand: DemandStore
     clock_us: Callable[[], int]
+    neighbours: Neighbours = field(default_factory=Neighbours)
+    push: Push | None = None
     domain: str | None = None
     _seen: dict[BucketId, int] = field(default_factory=dict)
     _sent: dict[BucketId, TokenBucket] = field(default_factory=dict)
@@ -89,6 +133,10 @@ class QuotaStream:
             actions.append(BucketAction(usage.bucket, assignment))
         return actions
 
+    def close(self) -> None:
+        """The stream ended: no more offers to it."""
+        self.neighbours.leave(self)
+
     def _interval(self, bucket: BucketId, now: int, stored: Demand | None) -> float:
         """Seconds since the Envoy's previous report of the bucket (to this replica, else to
         any: a reconnected stream), or the last interval known, or FIRST_INTERVAL_S."""
@@ -100,6 +148,11 @@ class QuotaStream:
     async def _share(self, usage: Usage, limit: Limit, now: int) -> Assignment:
         assert self.domain is not None
         key = demand_key(self.domain, usage.bucket)
+        self.neighbours.join(key, self)
+        async with self.neighbours.lock(key):
+            return await self._share_locked(key, usage, limit, now)
+
+    async def _share_locked(self, key: str, usage: Usage, limit: Limit, now: int) -> Assignment:
         demands = await self.demand.demands(key)
         stored = demands.get(self.client)
         known = usage.bucket in self._seen or stored is not None
@@ -109,16 +162,63 @@ class QuotaStream:
         if known:
             measured = (usage.allowed + usage.denied) / interval
             rate = quota_share.smoothed(stored.rate if stored else None, measured)
-        mine = Demand(self.client, rate, now, interval, stored.assigned if stored else 0.0)
-        demands[self.client] = mine
+        demands[self.client] = Demand(
+            self.client, rate, now, interval, stored.assigned if stored else 0.0
+        )
+        previous = self._sent.get(usage.bucket)
+        assignment = await self._assign(key, usage.bucket, limit, demands, now)
+        if previous is not None and assignment.strategy != previous:
+            await self._offer_to_neighbours(key, usage.bucket, limit, now)
+        return assignment
+
+    async def _assign(
+        self, key: str, bucket: BucketId, limit: Limit, demands: dict[str, Demand], now: int
+    ) -> Assignment:
+        """Split `limit` by `demands` (this client's up to date), record this client's
+        share, and return its assignment."""
+        mine = demands[self.client]
         live = [d for d in demands.values() if quota_share.is_live(d, now)]
         forget = [d.client for d in demands.values() if not quota_share.is_live(d, now)]
         fraction = quota_share.fraction_for(self.client, live)
-        bucket = quota_share.settle(
-            self._sent.get(usage.bucket), quota_share.token_bucket(limit, fraction, interval)
+        share = quota_share.settle(
+            self._sent.get(bucket), quota_share.token_bucket(limit, fraction, mine.interval_s)
         )
-        self._sent[usage.bucket] = bucket
-        ttl = quota_share.ttl_seconds(interval)
-        assigned = bucket.tokens_per_fill / max(limit.requests_per_unit, 1)
+        self._sent[bucket] = share
+        log.debug(
+            "rlqs_share",
+            client=self.client,
+            bucket=key,
+            demand=mine.rate,
+            target=round(fraction, 4),
+            tokens_per_fill=share.tokens_per_fill,
+            max_tokens=share.max_tokens,
+        )
+        ttl = quota_share.ttl_seconds(mine.interval_s)
+        assigned = share.tokens_per_fill / max(limit.requests_per_unit, 1)
         await self.demand.record(key, replace(mine, assigned=assigned), forget, ttl)
-        return Assignment(bucket, ttl)
+        return Assignment(share, ttl)
+
+    async def _offer_to_neighbours(
+        self, key: str, bucket: BucketId, limit: Limit, now: int
+    ) -> None:
+        for stream in self.neighbours.others(key, self):
+            await stream.offer(key, bucket, limit, now)
+
+    async def offer(self, key: str, bucket: BucketId, limit: Limit, now: int) -> None:
+        """Split the bucket again for this Envoy from the demands as they stand, and push
+        the assignment if it grew (a smaller one waits for the Envoy's own report, which
+        brings its demand up to date)."""
+        previous = self._sent.get(bucket)
+        if self.push is None or previous is None:
+            return
+        demands = await self.demand.demands(key)
+        mine = demands.get(self.client)
+        if mine is None:
+            return
+        live = [d for d in demands.values() if quota_share.is_live(d, now)]
+        fraction = quota_share.fraction_for(self.client, live)
+        grown = quota_share.token_bucket(limit, fraction, mine.interval_s)
+        if quota_share.settle(previous, grown).tokens_per_fill <= previous.tokens_per_fill:
+            return
+        assignment = await self._assign(key, bucket, limit, demands, now)
+        self.push([BucketAction(bucket, assignment)])

@@ -4,6 +4,7 @@ RateLimitQuotaService (the rate_limit_quota filter's stream, when given), grpc.h
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import grpc
@@ -36,20 +37,35 @@ def _unary(method: Method) -> grpc.RpcMethodHandler[bytes, bytes]:
 
 
 def _quota_stream(quota: QuotaRpc) -> grpc.RpcMethodHandler[bytes, bytes]:
-    """StreamRateLimitQuotas: each usage report answered on the stream as it arrives."""
+    """StreamRateLimitQuotas: each usage report answered as it arrives, and assignments
+    pushed unasked, through one outbox."""
 
     async def handle(
         reports: AsyncIterator[bytes], context: grpc.aio.ServicerContext[bytes, bytes]
     ) -> AsyncIterator[bytes]:
-        call = quota.open(client_name(tuple(context.invocation_metadata() or ()), context.peer()))
-        async for data in reports:
+        outbox: asyncio.Queue[bytes | None] = asyncio.Queue()
+        metadata = tuple(context.invocation_metadata() or ())
+        call = quota.open(client_name(metadata, context.peer()), outbox.put_nowait)
+
+        async def read() -> None:
             try:
-                response = await call.report(data)
-            except GrpcError as exc:
-                await context.abort(_STATUS_CODES[exc.status], str(exc))
-                raise
-            if response is not None:
+                async for data in reports:
+                    response = await call.report(data)
+                    if response is not None:
+                        outbox.put_nowait(response)
+            finally:
+                outbox.put_nowait(None)  # the end of the stream, or of its reading
+
+        reader = asyncio.ensure_future(read())
+        try:
+            while (response := await outbox.get()) is not None:
                 yield response
+            await reader  # raises what ended the reading
+        except GrpcError as exc:
+            await context.abort(_STATUS_CODES[exc.status], str(exc))
+        finally:
+            reader.cancel()
+            call.close()
 
     return grpc.stream_stream_rpc_method_handler(handle)
 

@@ -1,15 +1,18 @@
 """RateLimitQuotaService/StreamRateLimitQuotas as bytes, whichever transport carries the
-stream: one QuotaCall per stream, each usage report in, a response (or nothing) out."""
+stream: one QuotaCall per stream, each usage report in, a response (or nothing) out, and
+responses pushed unasked (a share another Envoy gave up) through the `push` it is opened
+with."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from google.protobuf.message import DecodeError
 
-from ratelimitd.core.quota_service import QuotaStream
+from ratelimitd.core.quota_service import Neighbours, QuotaStream
 from ratelimitd.model.messages import InvalidRequestError
+from ratelimitd.model.quota import BucketAction
 from ratelimitd.model.rules import Config
 from ratelimitd.observe.tracing import Metadata
 from ratelimitd.protos.envoy.service.rate_limit_quota.v3 import rlqs_pb2
@@ -52,6 +55,10 @@ class QuotaCall:
             raise GrpcError(INVALID_ARGUMENT, str(exc)) from exc
         return rlqs_codec.encode_actions(actions) if actions else None
 
+    def close(self) -> None:
+        """The stream ended."""
+        self.stream.close()
+
 
 @dataclass(slots=True)
 class QuotaRpc:
@@ -60,7 +67,16 @@ class QuotaRpc:
     config: Callable[[], Config]
     demand: DemandStore
     clock_us: Callable[[], int]
+    neighbours: Neighbours = field(default_factory=Neighbours)
 
-    def open(self, client: str) -> QuotaCall:
-        """The call of a new stream from the Envoy named `client`."""
-        return QuotaCall(QuotaStream(client, self.config, self.demand, self.clock_us))
+    def open(self, client: str, push: Callable[[bytes], None]) -> QuotaCall:
+        """The call of a new stream from the Envoy named `client`; `push` sends a response
+        on it unasked."""
+
+        def push_actions(actions: list[BucketAction]) -> None:
+            push(rlqs_codec.encode_actions(actions))
+
+        stream = QuotaStream(
+            client, self.config, self.demand, self.clock_us, self.neighbours, push_actions
+        )
+        return QuotaCall(stream)
