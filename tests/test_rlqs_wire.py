@@ -67,11 +67,15 @@ class Stream:
         self._outbox.put(None)
 
 
-@pytest.fixture
-def channel(ratelimitd: RatelimitdFactory, tmp_path: Path) -> Iterator[grpc.Channel]:
+@pytest.fixture(params=["grpc", "asgi"])
+def channel(
+    ratelimitd: RatelimitdFactory, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[grpc.Channel]:
+    """A channel to ratelimitd on each transport (asgi: the stream under pyvoy, full
+    duplex)."""
     config = tmp_path / "rlqs.yaml"
     config.write_text(CONFIG)
-    server = ratelimitd(config)
+    server = ratelimitd(config, transport=request.param)
     with grpc.insecure_channel(server.grpc_target) as channel:
         yield channel
 

@@ -17,6 +17,7 @@ import structlog
 from ratelimitd.app import build, service
 from ratelimitd.app.markers import WorkerLink
 from ratelimitd.app.ports import addresses_free
+from ratelimitd.app.quota import quota_rpc
 from ratelimitd.app.settings import Settings, Transport, split_address
 from ratelimitd.app.workers import asgi_starter, grpc_starter, supervise
 from ratelimitd.model.rules import Config
@@ -25,11 +26,8 @@ from ratelimitd.observe.metrics import Recorder
 from ratelimitd.observe.tracing import TRACER
 from ratelimitd.storage import factory
 from ratelimitd.storage.base import Store
-from ratelimitd.storage.clock import wall_clock_us
-from ratelimitd.storage.demand import build_demand_store
 from ratelimitd.transports.grpc import GrpcTransport
 from ratelimitd.transports.http import HttpServer
-from ratelimitd.transports.rlqs_rpc import QuotaRpc
 from ratelimitd.transports.rpc import Rpc
 
 log = structlog.get_logger(__name__)
@@ -163,14 +161,11 @@ async def _listen(
     http_server = HttpServer(running_service.routes, http_host, http_port)
     await http_server.start()
     running.push_async_callback(http_server.stop)
-    engine = running_service.engine
-    demand = build_demand_store(settings.redis_url, settings.redis_timeout)
     quota = None
-    if demand is None:
-        log.warning("rlqs_not_served", reason="demand is shared through a single Redis only")
-    else:
+    front_door = quota_rpc(settings, running_service.engine)
+    if front_door is not None:
+        quota, demand = front_door
         running.push_async_callback(demand.close)
-        quota = QuotaRpc(lambda: engine.config, demand, wall_clock_us)
     rpc = Rpc(
         running_service.engine,
         running_service.readiness,

@@ -13,7 +13,7 @@ from grpc_reflection.v1alpha import reflection
 
 from ratelimitd.observe.tracing import Metadata
 from ratelimitd.transports.grpc_status import MAX_MESSAGE_BYTES, GrpcError
-from ratelimitd.transports.rlqs_rpc import RLQS_METHOD_NAME, RLQS_SERVICE, QuotaRpc, client_name
+from ratelimitd.transports.rlqs_rpc import RLQS_METHOD_NAME, RLQS_SERVICE, QuotaRpc
 from ratelimitd.transports.rpc import AUTHZ_SERVICE, HEALTH_SERVICES, RLS_SERVICE, Rpc
 from ratelimitd.transports.tls import Tls
 
@@ -45,7 +45,7 @@ def _quota_stream(quota: QuotaRpc) -> grpc.RpcMethodHandler[bytes, bytes]:
     ) -> AsyncIterator[bytes]:
         outbox: asyncio.Queue[bytes | None] = asyncio.Queue()
         metadata = tuple(context.invocation_metadata() or ())
-        call = quota.open(client_name(metadata, context.peer()), outbox.put_nowait)
+        call = quota.open_stream(metadata, context.peer(), outbox.put_nowait)
 
         async def read() -> None:
             try:

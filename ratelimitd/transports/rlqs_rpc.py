@@ -22,6 +22,7 @@ from ratelimitd.transports.grpc_status import INVALID_ARGUMENT, GrpcError
 
 RLQS_SERVICE = rlqs_pb2.DESCRIPTOR.services_by_name["RateLimitQuotaService"].full_name
 RLQS_METHOD_NAME = "StreamRateLimitQuotas"
+RLQS_METHOD = f"/{RLQS_SERVICE}/{RLQS_METHOD_NAME}"
 # Metadata naming the Envoy (set it in the filter's grpc_service.initial_metadata, e.g. the
 # pod's name): the same name on a new stream finds the demand the last one left.
 CLIENT_HEADER = "x-rlqs-client"
@@ -30,7 +31,8 @@ CLIENT_HEADER = "x-rlqs-client"
 def client_name(metadata: Metadata, peer: str) -> str:
     """The Envoy's name: its x-rlqs-client metadata, else the peer address."""
     for key, value in metadata:
-        if key == CLIENT_HEADER and value:
+        name = key if isinstance(key, str) else key.decode("latin-1")
+        if name == CLIENT_HEADER and value:
             return value if isinstance(value, str) else value.decode("utf-8", "replace")
     return peer
 
@@ -68,6 +70,12 @@ class QuotaRpc:
     demand: DemandStore
     clock_us: Callable[[], int]
     neighbours: Neighbours = field(default_factory=Neighbours)
+
+    def open_stream(
+        self, metadata: Metadata, peer: str, push: Callable[[bytes], None]
+    ) -> QuotaCall:
+        """The call of a new stream, its Envoy named by its metadata, else by `peer`."""
+        return self.open(client_name(metadata, peer), push)
 
     def open(self, client: str, push: Callable[[bytes], None]) -> QuotaCall:
         """The call of a new stream from the Envoy named `client`; `push` sends a response
