@@ -151,3 +151,34 @@ def test_two_envoys_on_one_bucket_share_it(channel: grpc.Channel) -> None:
     finally:
         for stream in envoys:
             stream.close()
+
+
+def test_metrics_show_the_fleet_against_its_quota(
+    ratelimitd: RatelimitdFactory, tmp_path: Path
+) -> None:
+    config = tmp_path / "rlqs.yaml"
+    config.write_text(CONFIG)
+    server = ratelimitd(config)
+    with grpc.insecure_channel(server.grpc_target) as channel:
+        stream = Stream(channel)
+        try:
+            stream.send("web", usage(7, 2, tenant="acme"))
+            stream.send("", usage(5, 1, tenant="acme"))
+        finally:
+            stream.close()
+    status, text = server.http("/metrics")
+    assert status == 200
+    series = {
+        line.rpartition(" ")[0]: float(line.rpartition(" ")[2])
+        for line in text.splitlines()
+        if line.startswith("ratelimitd_rlqs_")
+    }
+    labels = 'domain="web",rule="web.tenant_acme"'
+    reported = (
+        'ratelimitd_rlqs_reported_requests_total{domain="web",result="%s",rule="web.tenant_acme"}'
+    )
+    assert series[reported % "allowed"] == 12
+    assert series[reported % "denied"] == 3
+    assert series[f"ratelimitd_rlqs_quota_requests_per_second{{{labels}}}"] == 10
+    assert series[f"ratelimitd_rlqs_reporting_envoys{{{labels}}}"] == 1
+    assert series[f"ratelimitd_rlqs_assigned_fraction{{{labels}}}"] == 1

@@ -69,7 +69,7 @@ class AsgiWorker:
             dynamic_metadata=settings.response_dynamic_metadata,
         )
         streams: dict[str, OpenStream] = {}
-        front_door = quota_rpc(settings, service.engine)
+        front_door = quota_rpc(settings, service.engine, recorder)
         if front_door is not None:
             quota, self._demand = front_door
             streams[RLQS_METHOD] = quota.open_stream

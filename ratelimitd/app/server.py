@@ -162,7 +162,7 @@ async def _listen(
     await http_server.start()
     running.push_async_callback(http_server.stop)
     quota = None
-    front_door = quota_rpc(settings, running_service.engine)
+    front_door = quota_rpc(settings, running_service.engine, recorder)
     if front_door is not None:
         quota, demand = front_door
         running.push_async_callback(demand.close)

@@ -19,15 +19,17 @@ import structlog
 from ratelimitd.core import quota_share
 from ratelimitd.core.quota_rules import resolve
 from ratelimitd.model.messages import InvalidRequestError
+from ratelimitd.model.observer import NO_OBSERVER, Observer
 from ratelimitd.model.quota import (
     Assignment,
     BucketAction,
     BucketId,
     Demand,
+    QuotaReport,
     TokenBucket,
     Usage,
 )
-from ratelimitd.model.rules import Blanket, Config, Limit
+from ratelimitd.model.rules import Blanket, Config, Limit, Rule
 from ratelimitd.storage.base import StoreError
 from ratelimitd.storage.demand import DemandStore
 
@@ -96,6 +98,7 @@ class QuotaStream:
     clock_us: Callable[[], int]
     neighbours: Neighbours = field(default_factory=Neighbours)
     push: Push | None = None
+    observer: Observer = NO_OBSERVER
     domain: str | None = None
     _seen: dict[BucketId, int] = field(default_factory=dict)
     _sent: dict[BucketId, TokenBucket] = field(default_factory=dict)
@@ -124,7 +127,7 @@ class QuotaStream:
             else:
                 assert target.limit is not None  # resolve() answers unlimited rules with a Blanket
                 try:
-                    assignment = await self._share(usage, target.limit, now)
+                    assignment = await self._share(usage, target, target.limit, now)
                 except StoreError as exc:
                     # No answer: Envoy keeps the last assignment until its TTL, then its
                     # expired_assignment_behavior decides.
@@ -145,14 +148,29 @@ class QuotaStream:
             return min((now - previous) / 1_000_000, MAX_INTERVAL_S)
         return stored.interval_s if stored else FIRST_INTERVAL_S
 
-    async def _share(self, usage: Usage, limit: Limit, now: int) -> Assignment:
+    async def _share(self, usage: Usage, rule: Rule, limit: Limit, now: int) -> Assignment:
         assert self.domain is not None
         key = demand_key(self.domain, usage.bucket)
         self.neighbours.join(key, self)
         async with self.neighbours.lock(key):
-            return await self._share_locked(key, usage, limit, now)
+            assignment, live = await self._share_locked(key, usage, limit, now)
+        self.observer.quota_report(
+            QuotaReport(
+                rule.domain,
+                rule.label,
+                usage.allowed,
+                usage.denied,
+                len(live),
+                sum(d.rate or 0.0 for d in live),
+                sum(d.assigned for d in live),
+                limit.requests_per_unit / limit.window_seconds,
+            )
+        )
+        return assignment
 
-    async def _share_locked(self, key: str, usage: Usage, limit: Limit, now: int) -> Assignment:
+    async def _share_locked(
+        self, key: str, usage: Usage, limit: Limit, now: int
+    ) -> tuple[Assignment, list[Demand]]:
         demands = await self.demand.demands(key)
         stored = demands.get(self.client)
         known = usage.bucket in self._seen or stored is not None
@@ -166,16 +184,16 @@ class QuotaStream:
             self.client, rate, now, interval, stored.assigned if stored else 0.0
         )
         previous = self._sent.get(usage.bucket)
-        assignment = await self._assign(key, usage.bucket, limit, demands, now)
+        assignment, live = await self._assign(key, usage.bucket, limit, demands, now)
         if previous is not None and assignment.strategy != previous:
             await self._offer_to_neighbours(key, usage.bucket, limit, now)
-        return assignment
+        return assignment, live
 
     async def _assign(
         self, key: str, bucket: BucketId, limit: Limit, demands: dict[str, Demand], now: int
-    ) -> Assignment:
+    ) -> tuple[Assignment, list[Demand]]:
         """Split `limit` by `demands` (this client's up to date), record this client's
-        share, and return its assignment."""
+        share; its assignment, and the live demands with it as assigned."""
         mine = demands[self.client]
         live = [d for d in demands.values() if quota_share.is_live(d, now)]
         forget = [d.client for d in demands.values() if not quota_share.is_live(d, now)]
@@ -195,8 +213,10 @@ class QuotaStream:
         )
         ttl = quota_share.ttl_seconds(mine.interval_s)
         assigned = share.tokens_per_fill / max(limit.requests_per_unit, 1)
-        await self.demand.record(key, replace(mine, assigned=assigned), forget, ttl)
-        return Assignment(share, ttl)
+        recorded = replace(mine, assigned=assigned)
+        await self.demand.record(key, recorded, forget, ttl)
+        live = [recorded if d.client == self.client else d for d in live]
+        return Assignment(share, ttl), live
 
     async def _offer_to_neighbours(
         self, key: str, bucket: BucketId, limit: Limit, now: int
@@ -220,5 +240,5 @@ class QuotaStream:
         grown = quota_share.token_bucket(limit, fraction, mine.interval_s)
         if quota_share.settle(previous, grown).tokens_per_fill <= previous.tokens_per_fill:
             return
-        assignment = await self._assign(key, bucket, limit, demands, now)
+        assignment, _ = await self._assign(key, bucket, limit, demands, now)
         self.push([BucketAction(bucket, assignment)])

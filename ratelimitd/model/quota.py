@@ -64,3 +64,20 @@ class BucketAction:
 
     bucket: BucketId
     assignment: Assignment | None
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaReport:
+    """What the metrics hear of one bucket report: the rule (domain and label) whose quota
+    the bucket shares, the Envoy's counts since its last report, and the bucket as it
+    stands after the split: Envoys reporting it, their demand (requests/s), the fractions
+    assigned (summed over them) and the quota (requests/s)."""
+
+    domain: str
+    rule: str
+    allowed: int
+    denied: int
+    reporting: int
+    demand: float
+    assigned: float
+    quota: float

@@ -12,6 +12,7 @@ from google.protobuf.message import DecodeError
 
 from ratelimitd.core.quota_service import Neighbours, QuotaStream
 from ratelimitd.model.messages import InvalidRequestError
+from ratelimitd.model.observer import NO_OBSERVER, Observer
 from ratelimitd.model.quota import BucketAction
 from ratelimitd.model.rules import Config
 from ratelimitd.observe.tracing import Metadata
@@ -69,6 +70,7 @@ class QuotaRpc:
     config: Callable[[], Config]
     demand: DemandStore
     clock_us: Callable[[], int]
+    observer: Observer = NO_OBSERVER
     neighbours: Neighbours = field(default_factory=Neighbours)
 
     def open_stream(
@@ -85,6 +87,12 @@ class QuotaRpc:
             push(rlqs_codec.encode_actions(actions))
 
         stream = QuotaStream(
-            client, self.config, self.demand, self.clock_us, self.neighbours, push_actions
+            client,
+            self.config,
+            self.demand,
+            self.clock_us,
+            self.neighbours,
+            push_actions,
+            self.observer,
         )
         return QuotaCall(stream)
