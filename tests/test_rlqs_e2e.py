@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from demos.local import HOST, ingress_manager, local_bootstrap
+from demos.local import HOST, ingress_manager, local_bootstrap, quota_filter
 from tests.conftest import RatelimitdFactory, free_port
 from tests.envoy_process import Envoy, run_envoy
 
@@ -32,10 +32,6 @@ INTERVAL_S = 5.0  # Envoy 1.39's hardcoded reporting interval
 LOADS = {("a", "equal"): 20.0, ("b", "equal"): 20.0, ("a", "unequal"): 32.0, ("b", "unequal"): 8.0}
 # From the first report (at once) and the first periodic one (5 s) until the end.
 MEASURE_FROM_S, RUN_S = 7.0, 22.0
-SETTINGS_TYPE = (
-    "type.googleapis.com/envoy.extensions.filters.http.rate_limit_quota.v3."
-    "RateLimitQuotaBucketSettings"
-)
 
 
 def rlqs_bootstrap(ratelimitd_port: int, client: str) -> dict[str, Any]:
@@ -48,36 +44,8 @@ def rlqs_bootstrap(ratelimitd_port: int, client: str) -> dict[str, Any]:
         upstream_port=free_port(),
     )
     manager = ingress_manager(doc)
-    tenant = {
-        "name": "tenant",
-        "typed_config": {
-            "@type": "type.googleapis.com/envoy.type.matcher.v3.HttpRequestHeaderMatchInput",
-            "header_name": "x-tenant",
-        },
-    }
-    settings = {
-        "@type": SETTINGS_TYPE,
-        "bucket_id_builder": {"bucket_id_builder": {"tenant": {"custom_value": tenant}}},
-        "reporting_interval": "1s",  # ignored by Envoy 1.39 (5 s)
-        "no_assignment_behavior": {"fallback_rate_limit": {"blanket_rule": "ALLOW_ALL"}},
-    }
-    quota_filter = {
-        "name": "envoy.filters.http.rate_limit_quota",
-        "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.filters.http.rate_limit_quota.v3."
-            "RateLimitQuotaFilterConfig",
-            "rlqs_server": {
-                "envoy_grpc": {"cluster_name": "ratelimitd"},
-                "initial_metadata": [{"key": "x-rlqs-client", "value": client}],
-            },
-            "domain": "web",
-            "bucket_matchers": {
-                "on_no_match": {"action": {"name": "rlqs_bucket", "typed_config": settings}}
-            },
-        },
-    }
     others = [f for f in manager["http_filters"] if not f["name"].endswith(".ratelimit")]
-    manager["http_filters"] = [quota_filter, *others]
+    manager["http_filters"] = [quota_filter("web", "x-tenant", client), *others]
     return doc
 
 
