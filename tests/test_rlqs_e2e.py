@@ -8,6 +8,7 @@ from __future__ import annotations
 import http.client
 import threading
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from typing import Any
 import pytest
 
 from demos.local import HOST, ingress_manager, local_bootstrap, quota_filter
-from tests.conftest import RatelimitdFactory, free_port
+from tests.conftest import Ratelimitd, RatelimitdFactory, free_port
 from tests.envoy_process import Envoy, run_envoy
 
 CONFIG = """
@@ -81,6 +82,19 @@ class Load:
         return sum(1 for at, status in self.answers if since <= at < until and status == 200)
 
 
+def run_loads(loads: Iterable[Load], seconds: float, meanwhile: Callable[[], None]) -> None:
+    """Run `loads` at once for `seconds`, calling `meanwhile` while they run."""
+    start = time.monotonic() + 0.2
+    threads = [threading.Thread(target=load.run, args=(start, start + seconds)) for load in loads]
+    for thread in threads:
+        thread.start()
+    try:
+        meanwhile()
+    finally:
+        for thread in threads:
+            thread.join()
+
+
 @pytest.fixture(params=["grpc", "asgi"])
 def loads(
     ratelimitd: RatelimitdFactory,
@@ -99,14 +113,7 @@ def loads(
     found = {
         (name, tenant): Load(envoys[name], tenant, rate) for (name, tenant), rate in LOADS.items()
     }
-    start = time.monotonic() + 0.2
-    threads = [
-        threading.Thread(target=load.run, args=(start, start + RUN_S)) for load in found.values()
-    ]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    run_loads(found.values(), RUN_S, lambda: None)
     return found
 
 
@@ -122,3 +129,55 @@ def test_two_envoys_share_one_quota(loads: dict[tuple[str, str], Load]) -> None:
     busy, light = loads[("a", "unequal")], loads[("b", "unequal")]
     busy_admitted, light_admitted = busy.admitted(settled), light.admitted(settled)
     assert busy_admitted > 2 * light_admitted, report
+
+
+RESTART_AT_S, REPLICAS_RUN_S = 12.0, 27.0
+
+
+def test_replicas_share_demand_through_redis_and_a_restart_loses_nothing(
+    ratelimitd: RatelimitdFactory, redis_url: str, tmp_path: Path, proxies: list[Envoy]
+) -> None:
+    """Envoy a streams to replica 1, b to replica 2, on one Redis, under 4:1 load on one
+    bucket; replica 1 restarts (same port) at 12 s. The fleet admits its quota throughout
+    and the busier Envoy keeps its share after the restart: the new process finds the
+    demand in Redis (the Envoys name themselves with x-rlqs-client)."""
+    config = tmp_path / "rlqs.yaml"
+    config.write_text(CONFIG)
+    ports = {name: (free_port(), free_port()) for name in ("r1", "r2")}
+
+    def launch(name: str) -> Ratelimitd:
+        grpc_port, http_port = ports[name]
+        flags = ["--config", str(config), "--redis-url", redis_url, "--transport", "grpc"]
+        flags += ["--grpc-addr", f"{HOST}:{grpc_port}", "--http-addr", f"{HOST}:{http_port}"]
+        return ratelimitd.launch(flags, grpc_port=grpc_port, http_port=http_port)
+
+    first = launch("r1")
+    launch("r2")
+    envoys = {
+        name: run_envoy(tmp_path, rlqs_bootstrap(ports[replica][0], name), proxies)
+        for name, replica in (("a", "r1"), ("b", "r2"))
+    }
+    busy = Load(envoys["a"], "shared", 32.0)
+    light = Load(envoys["b"], "shared", 8.0)
+
+    restarted: list[Ratelimitd] = []
+
+    def restart() -> None:
+        time.sleep(RESTART_AT_S)  # scheduling the restart within the load, not a wait
+        assert first.stop() == 0
+        restarted.append(launch("r1"))
+
+    run_loads([busy, light], REPLICAS_RUN_S, restart)
+    # Envoy a came back to the new process (its old assignment alone would have lasted)...
+    status, text = restarted[0].http("/metrics")
+    assert status == 200
+    assert 'ratelimitd_rlqs_reported_requests_total{domain="web",result="allowed"' in text
+    measured = REPLICAS_RUN_S - MEASURE_FROM_S
+    fleet = busy.admitted(MEASURE_FROM_S, REPLICAS_RUN_S) + light.admitted(
+        MEASURE_FROM_S, REPLICAS_RUN_S
+    )
+    assert abs(fleet - QUOTA_PER_S * measured) <= 0.1 * QUOTA_PER_S * measured, fleet
+    # ... and kept its 77% from its first report there: the new process found its demand
+    # in Redis (afresh, it would have assigned the floor until a's second report to it).
+    after = RESTART_AT_S + INTERVAL_S
+    assert busy.admitted(after, REPLICAS_RUN_S) >= 0.6 * QUOTA_PER_S * (REPLICAS_RUN_S - after)
