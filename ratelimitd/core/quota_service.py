@@ -102,6 +102,7 @@ class QuotaStream:
     domain: str | None = None
     _seen: dict[BucketId, int] = field(default_factory=dict)
     _sent: dict[BucketId, TokenBucket] = field(default_factory=dict)
+    _told_unconfigured: bool = False
 
     async def report(self, domain: str, usages: Sequence[Usage]) -> list[BucketAction]:
         """The actions answering one usage report. InvalidRequestError when the stream's
@@ -112,10 +113,14 @@ class QuotaStream:
             self.domain = domain
         now = self.clock_us()
         config = self.config()
-        actions = []
+        actions: list[BucketAction] = []
         for usage in usages:
             target = resolve(config, self.domain, usage.bucket)
             if target is None:
+                if not actions and not self._seen:  # said once per stream, not per bucket
+                    log.warning(
+                        "rlqs_domain_not_configured", domain=self.domain, client=self.client
+                    )
                 self._seen.pop(usage.bucket, None)
                 self._sent.pop(usage.bucket, None)
                 actions.append(BucketAction(usage.bucket, None))
