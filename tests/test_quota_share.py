@@ -261,3 +261,12 @@ def test_replicas_share_demand_and_a_restart_loses_nothing(
     finally:
         for replica in replicas:
             run(replica.close())
+
+
+def test_an_unconfigured_domain_is_logged_once_per_stream(
+    config: Config, run: Run[Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    stream = QuotaStream("a", lambda: config, MemoryDemand(), FakeClock())
+    for _ in range(3):
+        run(stream.report("elsewhere", [Usage(ACME, 1, 0), Usage(bucket_id({"x": "1"}), 1, 0)]))
+    assert capsys.readouterr().out.count("rlqs_domain_not_configured") == 1

@@ -117,7 +117,8 @@ class QuotaStream:
         for usage in usages:
             target = resolve(config, self.domain, usage.bucket)
             if target is None:
-                if not actions and not self._seen:  # said once per stream, not per bucket
+                if not self._told_unconfigured:  # once per stream, not per bucket
+                    self._told_unconfigured = True
                     log.warning(
                         "rlqs_domain_not_configured", domain=self.domain, client=self.client
                     )
