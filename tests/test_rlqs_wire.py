@@ -7,6 +7,7 @@ xds-protos', and one process cannot load both."""
 from __future__ import annotations
 
 import queue
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -62,6 +63,10 @@ class Stream:
         self._outbox.put(Reports(domain=domain, bucket_quota_usages=usages))
         response: rlqs_pb2.RateLimitQuotaResponse = next(self._responses)
         return response
+
+    def rest(self) -> Iterator[rlqs_pb2.RateLimitQuotaResponse]:
+        """The responses until the server ends the stream (RpcError unless with OK)."""
+        yield from self._responses
 
     def close(self) -> None:
         self._outbox.put(None)
@@ -182,3 +187,22 @@ def test_metrics_show_the_fleet_against_its_quota(
     assert series[f"ratelimitd_rlqs_quota_requests_per_second{{{labels}}}"] == 10
     assert series[f"ratelimitd_rlqs_reporting_envoys{{{labels}}}"] == 1
     assert series[f"ratelimitd_rlqs_assigned_fraction{{{labels}}}"] == 1
+
+
+def test_a_stopping_server_ends_its_streams_cleanly(
+    ratelimitd: RatelimitdFactory, tmp_path: Path
+) -> None:
+    """Streams never end on their own: at SIGTERM the grpc transport ends them with OK
+    rather than leaving them to be cut after the drain timeout (Envoy keeps its assignments
+    for their TTL and reopens the stream at its next report). Under pyvoy (asgi) the host
+    closes the connection itself: the stream ends UNAVAILABLE, "Socket closed"."""
+    config = tmp_path / "rlqs.yaml"
+    config.write_text(CONFIG)
+    server = ratelimitd(config)
+    with grpc.insecure_channel(server.grpc_target) as channel:
+        stream = Stream(channel)
+        stream.send("web", usage(1, tenant="acme"))
+        server.process.send_signal(signal.SIGTERM)
+        assert list(stream.rest()) == []  # the stream ends, with status OK
+        stream.close()
+    assert server.process.wait(timeout=30) == 0

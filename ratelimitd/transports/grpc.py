@@ -36,14 +36,20 @@ def _unary(method: Method) -> grpc.RpcMethodHandler[bytes, bytes]:
     return grpc.unary_unary_rpc_method_handler(handle)
 
 
-def _quota_stream(quota: QuotaRpc) -> grpc.RpcMethodHandler[bytes, bytes]:
+Outbox = asyncio.Queue[bytes | None]
+
+
+def _quota_stream(
+    quota: QuotaRpc, open_streams: set[Outbox]
+) -> grpc.RpcMethodHandler[bytes, bytes]:
     """StreamRateLimitQuotas: each usage report answered as it arrives, and assignments
-    pushed unasked, through one outbox."""
+    pushed unasked, through one outbox (in `open_streams` while the stream lasts: None put
+    there ends it)."""
 
     async def handle(
         reports: AsyncIterator[bytes], context: grpc.aio.ServicerContext[bytes, bytes]
     ) -> AsyncIterator[bytes]:
-        outbox: asyncio.Queue[bytes | None] = asyncio.Queue()
+        outbox: Outbox = asyncio.Queue()
         metadata = tuple(context.invocation_metadata() or ())
         call = quota.open_stream(metadata, context.peer(), outbox.put_nowait)
 
@@ -57,13 +63,16 @@ def _quota_stream(quota: QuotaRpc) -> grpc.RpcMethodHandler[bytes, bytes]:
                 outbox.put_nowait(None)  # the end of the stream, or of its reading
 
         reader = asyncio.ensure_future(read())
+        open_streams.add(outbox)
         try:
             while (response := await outbox.get()) is not None:
                 yield response
-            await reader  # raises what ended the reading
+            if reader.done():
+                await reader  # raises what ended the reading
         except GrpcError as exc:
             await context.abort(_STATUS_CODES[exc.status], str(exc))
         finally:
+            open_streams.discard(outbox)
             reader.cancel()
             call.close()
 
@@ -97,6 +106,7 @@ class GrpcTransport:
             # calls the client was allowed to send (UNAVAILABLE to a gRPC client).
             options.append(("grpc.http.overload_protection", 0))
         self.server = grpc.aio.server(options=options)
+        self._quota_streams: set[Outbox] = set()
         handlers = [
             grpc.method_handlers_generic_handler(
                 RLS_SERVICE, {"ShouldRateLimit": _unary(rpc.should_rate_limit)}
@@ -106,7 +116,7 @@ class GrpcTransport:
         if quota is not None:
             handlers.append(
                 grpc.method_handlers_generic_handler(
-                    RLQS_SERVICE, {RLQS_METHOD_NAME: _quota_stream(quota)}
+                    RLQS_SERVICE, {RLQS_METHOD_NAME: _quota_stream(quota, self._quota_streams)}
                 )
             )
         self.server.add_generic_rpc_handlers(handlers)
@@ -145,4 +155,9 @@ class GrpcTransport:
     async def stop(self, grace: float) -> None:
         """Stop accepting calls and give in-flight ones `grace` seconds to finish."""
         await self.set_serving(False)
+        # RLQS streams never end on their own: end them now (OK), rather than cancel them
+        # after `grace`. Envoy keeps its assignments for their TTL and reopens the stream
+        # at its next report, to another replica.
+        for outbox in self._quota_streams:
+            outbox.put_nowait(None)
         await self.server.stop(grace)
