@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 import pytest
 
 from ratelimitd.core import quota_share
-from ratelimitd.core.quota_service import Neighbours, QuotaStream
+from ratelimitd.core.quota_service import Neighbours, QuotaStream, demand_key
 from ratelimitd.model.quota import (
     Assignment,
     BucketAction,
@@ -270,3 +270,17 @@ def test_an_unconfigured_domain_is_logged_once_per_stream(
     for _ in range(3):
         run(stream.report("elsewhere", [Usage(ACME, 1, 0), Usage(bucket_id({"x": "1"}), 1, 0)]))
     assert capsys.readouterr().out.count("rlqs_domain_not_configured") == 1
+
+
+def test_counts_after_lost_reports_cover_envoys_time_elapsed(fleet: Fleet, run: Run[Any]) -> None:
+    """Envoy drops the counts of a report it cannot send (no stream): the next one covers
+    only its own time_elapsed, not the time since our last report from it."""
+    fleet.connect("a")
+    fleet.report("a", 1)
+    fleet.clock.advance(5)
+    fleet.report("a", 100)  # 20/s
+    fleet.clock.advance(10)  # a report lost: 100 requests of 5 s gone with it
+    run(fleet.streams["a"].report("web", [Usage(ACME, 100, 0, elapsed_s=5)]))
+    [demand] = run(fleet.demand.demands(demand_key("web", ACME))).values()
+    assert demand.rate == pytest.approx(20 * 0.5 + 100 / 5.5 * 0.5)
+    assert demand.interval_s == 5.5

@@ -3,7 +3,8 @@ usage reports into bucket actions. Demand is kept in a DemandStore (shared by re
 through Redis); the split is core.quota_share's; time comes from an injectable clock.
 
 A report's demand is measured on our clock, between the arrivals of an Envoy's reports of a
-bucket (Envoy sends time_elapsed in whole seconds only). An Envoy is known by its `client`
+bucket (Envoy sends time_elapsed in whole seconds only), unless that spans lost reports:
+then over Envoy's time_elapsed. An Envoy is known by its `client`
 name, which the transport takes from the stream's `x-rlqs-client` metadata when set (a
 replica restart then loses nothing: the next replica finds its demand), else the peer.
 """
@@ -181,6 +182,10 @@ class QuotaStream:
         stored = demands.get(self.client)
         known = usage.bucket in self._seen or stored is not None
         interval = self._interval(usage.bucket, now, stored)
+        if usage.elapsed_s and interval > usage.elapsed_s + 1:
+            # Reports were lost in between (no stream, a replica restarting): Envoy counted
+            # only since it last built one, time_elapsed ago (whole seconds, truncated).
+            interval = usage.elapsed_s + 0.5
         self._seen[usage.bucket] = now
         rate = None  # the bucket's first report: its counts cover no known time yet
         if known:

@@ -19,11 +19,13 @@ def bucket_id(entries: Mapping[str, str]) -> BucketId:
 
 @dataclass(frozen=True, slots=True)
 class Usage:
-    """One bucket's counts from one usage report of one Envoy."""
+    """One bucket's counts from one usage report of one Envoy, and the time they cover as
+    Envoy says (whole seconds, truncated; 0 when unknown)."""
 
     bucket: BucketId
     allowed: int
     denied: int
+    elapsed_s: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,7 +20,12 @@ def decode_reports(data: bytes) -> tuple[str, list[Usage]]:
     malformed)."""
     message = rlqs_pb2.RateLimitQuotaUsageReports.FromString(data)
     usages = [
-        Usage(bucket_id(u.bucket_id.bucket), u.num_requests_allowed, u.num_requests_denied)
+        Usage(
+            bucket_id(u.bucket_id.bucket),
+            u.num_requests_allowed,
+            u.num_requests_denied,
+            u.time_elapsed.seconds,
+        )
         for u in message.bucket_quota_usages
     ]
     return message.domain, usages
