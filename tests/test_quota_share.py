@@ -62,10 +62,12 @@ class Fleet:
         self.neighbours = Neighbours()  # of the one replica, unless told otherwise
         self.pushed: dict[str, list[BucketAction]] = {}
 
-    def connect(self, client: str, demand: DemandStore | None = None) -> None:
-        """A new stream for `client` (a reconnect replaces the old one); demand in another
-        store stands for another replica."""
-        neighbours = self.neighbours if demand in (None, self.demand) else Neighbours()
+    def connect(
+        self, client: str, demand: DemandStore | None = None, replica: Neighbours | None = None
+    ) -> None:
+        """A new stream for `client` (a reconnect replaces the old one); another demand
+        store, or `replica`'s neighbours, stand for another replica."""
+        neighbours = replica or (self.neighbours if demand in (None, self.demand) else Neighbours())
         pushed = self.pushed.setdefault(client, [])
         self.streams[client] = QuotaStream(
             client,
@@ -284,3 +286,22 @@ def test_counts_after_lost_reports_cover_envoys_time_elapsed(fleet: Fleet, run: 
     [demand] = run(fleet.demand.demands(demand_key("web", ACME))).values()
     assert demand.rate == pytest.approx(20 * 0.5 + 100 / 5.5 * 0.5)
     assert demand.interval_s == 5.5
+
+
+def test_a_share_waiting_on_another_replica_is_rechecked(fleet: Fleet, run: Run[Any]) -> None:
+    """No push reaches across replicas: b, held at its floor by a's assignment, is offered
+    what a gave up when its stream rechecks, before its next report."""
+    fleet.connect("a")
+    fleet.connect("b", replica=Neighbours())
+    fleet.report("a", 1)
+    fleet.report("b", 1)
+    fleet.clock.advance(INTERVAL)
+    assert fleet.bucket("b", 20).tokens_per_fill == 30  # a still holds the quota
+    assert fleet.bucket("a", 20).tokens_per_fill == 300  # a shrinks, on its replica
+    assert fleet.pushed["b"] == []
+    run(fleet.streams["b"].recheck())
+    [offer] = fleet.pushed["b"]
+    assert offer.assignment is not None
+    assert offer.assignment.strategy == TokenBucket(3, 300, 60)
+    run(fleet.streams["b"].recheck())
+    assert len(fleet.pushed["b"]) == 1  # at its target: nothing more to offer

@@ -103,6 +103,9 @@ class QuotaStream:
     domain: str | None = None
     _seen: dict[BucketId, int] = field(default_factory=dict)
     _sent: dict[BucketId, TokenBucket] = field(default_factory=dict)
+    # Buckets whose share is held below its target by the others' assignments, with their
+    # demand key and limit: `recheck` offers them what other replicas' Envoys gave up.
+    _waiting: dict[BucketId, tuple[str, Limit]] = field(default_factory=dict)
     _told_unconfigured: bool = False
 
     async def report(self, domain: str, usages: Sequence[Usage]) -> list[BucketAction]:
@@ -213,6 +216,10 @@ class QuotaStream:
             self._sent.get(bucket), quota_share.token_bucket(limit, fraction, mine.interval_s)
         )
         self._sent[bucket] = share
+        if fraction < quota_share.fractions(live)[self.client]:
+            self._waiting[bucket] = (key, limit)
+        else:
+            self._waiting.pop(bucket, None)
         log.debug(
             "rlqs_share",
             client=self.client,
@@ -234,6 +241,14 @@ class QuotaStream:
     ) -> None:
         for stream in self.neighbours.others(key, self):
             await stream.offer(key, bucket, limit, now)
+
+    async def recheck(self) -> None:
+        """Offer again every share held below its target: an Envoy on another replica may
+        have given up what it held since (no push reaches across replicas)."""
+        now = self.clock_us()
+        for bucket, (key, limit) in list(self._waiting.items()):
+            async with self.neighbours.lock(key):
+                await self.offer(key, bucket, limit, now)
 
     async def offer(self, key: str, bucket: BucketId, limit: Limit, now: int) -> None:
         """Split the bucket again for this Envoy from the demands as they stand, and push

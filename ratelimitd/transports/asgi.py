@@ -50,6 +50,11 @@ class StreamCall(Protocol):
         """The answer to one message, if any; GrpcError ends the stream."""
         ...
 
+    async def recheck_periodically(self) -> None:
+        """Work of the stream's own while it lasts, until cancelled (pushes through the
+        callback it was opened with)."""
+        ...
+
     def close(self) -> None:
         """The stream ended."""
         ...
@@ -196,6 +201,7 @@ class AsgiApp:
         host, port = scope.get("client") or ("", 0)
         call = open_stream(scope["headers"], f"{host}:{port}", outbox.put_nowait)
         reader = asyncio.ensure_future(self._read_messages(receive, call, outbox))
+        recheck = asyncio.ensure_future(call.recheck_periodically())
         status, message = OK, ""
         await send(_GRPC_START)
         try:
@@ -210,6 +216,7 @@ class AsgiApp:
             log.exception("grpc_stream_failed", path=scope["path"])
             status, message = INTERNAL, "internal error"
         finally:
+            recheck.cancel()
             reader.cancel()
             call.close()
         await send({"type": "http.response.body", "body": b"", "more_body": False})

@@ -63,6 +63,7 @@ def _quota_stream(
                 outbox.put_nowait(None)  # the end of the stream, or of its reading
 
         reader = asyncio.ensure_future(read())
+        recheck = asyncio.ensure_future(call.recheck_periodically())
         open_streams.add(outbox)
         try:
             while (response := await outbox.get()) is not None:
@@ -73,6 +74,7 @@ def _quota_stream(
             await context.abort(_STATUS_CODES[exc.status], str(exc))
         finally:
             open_streams.discard(outbox)
+            recheck.cancel()
             reader.cancel()
             call.close()
 

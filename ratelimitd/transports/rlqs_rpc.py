@@ -5,6 +5,8 @@ with."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -17,6 +19,7 @@ from ratelimitd.model.quota import BucketAction
 from ratelimitd.model.rules import Config
 from ratelimitd.observe.tracing import Metadata
 from ratelimitd.protos.envoy.service.rate_limit_quota.v3 import rlqs_pb2
+from ratelimitd.storage.base import StoreError
 from ratelimitd.storage.demand import DemandStore
 from ratelimitd.transports import rlqs_codec
 from ratelimitd.transports.grpc_status import INVALID_ARGUMENT, GrpcError
@@ -27,6 +30,9 @@ RLQS_METHOD = f"/{RLQS_SERVICE}/{RLQS_METHOD_NAME}"
 # Metadata naming the Envoy (set it in the filter's grpc_service.initial_metadata, e.g. the
 # pod's name): the same name on a new stream finds the demand the last one left.
 CLIENT_HEADER = "x-rlqs-client"
+# How often a stream looks for a share to grow into (a demand store read per bucket held
+# below its target, none otherwise).
+RECHECK_S = 1.0
 
 
 def client_name(metadata: Metadata, peer: str) -> str:
@@ -57,6 +63,14 @@ class QuotaCall:
         except InvalidRequestError as exc:
             raise GrpcError(INVALID_ARGUMENT, str(exc)) from exc
         return rlqs_codec.encode_actions(actions) if actions else None
+
+    async def recheck_periodically(self) -> None:
+        """Until cancelled, every RECHECK_S: push the shares that could grow (see
+        QuotaStream.recheck); a store error waits for the next round."""
+        while True:
+            await asyncio.sleep(RECHECK_S)
+            with contextlib.suppress(StoreError):
+                await self.stream.recheck()
 
     def close(self) -> None:
         """The stream ended."""
