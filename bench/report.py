@@ -130,12 +130,12 @@ class E2ERow:
     """One end-to-end wrk run through Envoy, with or without the rate limit filter."""
 
     rls: str  # what the filter calls: ratelimitd grpc w1, target ...
-    with_filter: bool
+    filter: str  # off, ratelimit or quota (bench.e2e.FILTERS)
     result: LoadResult | None = None
     envoy_cpu_s: float | None = None
     rls_cpu_s: float | None = None
     redis_calls: int | None = None
-    ratio: float | None = None  # with filter / without, same Envoy
+    ratio: float | None = None  # with the filter / without, same Envoy
     problems: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     error: str | None = None
@@ -297,7 +297,7 @@ def e2e_table(rows: Sequence[E2ERow]) -> str:
     for row in rows:
         result = row.result
         if result is None:
-            cells = [row.rls, "on" if row.with_filter else "off"]
+            cells = [row.rls, row.filter]
             lines.append(_unmeasured(cells, len(E2E_HEADER), row))
             continue
         redis_rt = (
@@ -308,14 +308,14 @@ def e2e_table(rows: Sequence[E2ERow]) -> str:
         lines.append(
             [
                 row.rls,
-                "on" if row.with_filter else "off",
+                row.filter,
                 _num(result.rate),
                 _num(result.p50_ms, 2),
                 _num(result.p99_ms, 2),
                 str(result.failed),
                 _num(row.per_1k(row.envoy_cpu_s), 3),
-                _num(row.per_1k(row.rls_cpu_s), 3) if row.with_filter else "—",
-                _num(redis_rt, 3) if row.with_filter else "—",
+                _num(row.per_1k(row.rls_cpu_s), 3) if row.filter != "off" else "—",
+                _num(redis_rt, 3) if row.filter != "off" else "—",
                 f"{row.ratio:.2f}" if row.ratio is not None else "—",
                 _checks(row.problems, row.warnings),
             ]

@@ -98,3 +98,39 @@ def ratelimit_filter(doc: dict[str, Any]) -> dict[str, Any]:
     (found,) = [f for f in ingress_manager(doc)["http_filters"] if f["name"].endswith(".ratelimit")]
     config: dict[str, Any] = found["typed_config"]
     return config
+
+
+def quota_filter(domain: str, header: str, client: str | None = None) -> dict[str, Any]:
+    """A rate_limit_quota filter asking the `ratelimitd` cluster for `domain`'s assignments:
+    one bucket {tenant: <the request's `header`>}, every request admitted until its first
+    assignment; `client` names this Envoy to ratelimitd (x-rlqs-client), else its address
+    does. Envoy 1.39 reports every 5 s whatever reporting_interval says."""
+    tenant = {
+        "name": "tenant",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.type.matcher.v3.HttpRequestHeaderMatchInput",
+            "header_name": header,
+        },
+    }
+    settings = {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.rate_limit_quota.v3."
+        "RateLimitQuotaBucketSettings",
+        "bucket_id_builder": {"bucket_id_builder": {"tenant": {"custom_value": tenant}}},
+        "reporting_interval": "5s",
+        "no_assignment_behavior": {"fallback_rate_limit": {"blanket_rule": "ALLOW_ALL"}},
+    }
+    server: dict[str, Any] = {"envoy_grpc": {"cluster_name": "ratelimitd"}}
+    if client is not None:
+        server["initial_metadata"] = [{"key": "x-rlqs-client", "value": client}]
+    return {
+        "name": "envoy.filters.http.rate_limit_quota",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.rate_limit_quota.v3."
+            "RateLimitQuotaFilterConfig",
+            "rlqs_server": server,
+            "domain": domain,
+            "bucket_matchers": {
+                "on_no_match": {"action": {"name": "tenant_bucket", "typed_config": settings}}
+            },
+        },
+    }

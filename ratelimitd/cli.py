@@ -10,20 +10,26 @@ import json
 import os
 import sys
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import structlog
 
 from ratelimitd import __version__
 from ratelimitd.app import build, reference_env
-from ratelimitd.app.settings import add_serve_arguments, settings_from
+from ratelimitd.app.settings import Settings, add_serve_arguments, settings_from
 from ratelimitd.config.errors import InvalidConfigError
 from ratelimitd.config.loader import check_files, load_config
 from ratelimitd.core.engine import Engine
 from ratelimitd.core.validation import validate
 from ratelimitd.model.messages import Request
+from ratelimitd.model.quota import BucketId, Demand
+from ratelimitd.model.rules import Config
 from ratelimitd.observe import logs
-from ratelimitd.tools import explain, simulate
-from ratelimitd.tools.request_flags import add_request_flags
+from ratelimitd.tools import explain, quota_explain, simulate
+from ratelimitd.tools.request_flags import DESCRIPTOR_SYNTAX, add_request_flags, bucket_argument
+
+if TYPE_CHECKING:
+    from ratelimitd.storage.demand import DemandStore
 
 
 def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
@@ -47,7 +53,9 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
             "explain",
             help="show which rule each descriptor matches and why; consumes nothing",
             usage="%(prog)s --domain DOMAIN --descriptor KEY=VALUE[,KEY=VALUE...] "
-            "[--descriptor ...] [--hits N] [--json] [serve flags]",
+            "[--descriptor ...] [--hits N] [--json] [serve flags]\n"
+            "       %(prog)s --domain DOMAIN --bucket KEY=VALUE[,KEY=VALUE...] [--json] "
+            "[serve flags]",
         ),
         environ,
     )
@@ -121,6 +129,13 @@ def _add_explain_arguments(parser: argparse.ArgumentParser, environ: Mapping[str
     flags and environment give the same keys and defaults)."""
     parser.add_argument("--domain", required=True, help="the request's domain")
     add_request_flags(parser, "the request")
+    parser.add_argument(
+        "--bucket",
+        type=bucket_argument,
+        metavar=DESCRIPTOR_SYNTAX,
+        help="instead of a request: a rate_limit_quota bucket_id, to show the rule it "
+        "resolves to and the fleet's split of it as the store holds it now",
+    )
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
     add_serve_arguments(
         parser, environ, heading="serve flags (the same keys and defaults as the server's)"
@@ -140,6 +155,10 @@ def _explain(
         for error in exc.errors:
             print(error, file=sys.stderr)
         return 1
+    if args.bucket is not None:
+        if args.descriptor:
+            parser.error("--bucket explains a bucket, --descriptor a request: give one of them")
+        return _explain_bucket(args, settings, config)
     request = Request(args.domain, tuple(args.descriptor), args.hits)
     # Imported here so that the other subcommands start without loading the Redis client.
     from ratelimitd.storage.factory import build_store
@@ -168,6 +187,40 @@ def _explain(
         else explain.render_text(found)
     )
     return 1 if found.store_error is not None else 0
+
+
+def _explain_bucket(args: argparse.Namespace, settings: Settings, config: Config) -> int:
+    """`explain --bucket`: 0 when explained, 1 when the demand store failed."""
+    from ratelimitd.core.quota_service import demand_key
+    from ratelimitd.storage.base import StoreError
+    from ratelimitd.storage.clock import wall_clock_us
+    from ratelimitd.storage.demand import build_demand_store
+
+    bucket: BucketId = args.bucket
+    store = build_demand_store(settings.redis_url, settings.redis_timeout)
+    if store is None or settings.redis_url is None:
+        print("note: no single --redis-url: no Envoy's demand to show", file=sys.stderr)
+    demands: dict[str, Demand] = {}
+    if store is not None:
+        try:
+            demands = asyncio.run(_demands_and_close(store, demand_key(args.domain, bucket)))
+        except StoreError as exc:
+            print(f"demand store unavailable: {exc}", file=sys.stderr)
+            return 1
+    found = quota_explain.explain_bucket(config, args.domain, bucket, demands, wall_clock_us())
+    sys.stdout.write(
+        json.dumps(quota_explain.bucket_json(found), indent=2) + "\n"
+        if args.json
+        else quota_explain.render_bucket_text(found)
+    )
+    return 0
+
+
+async def _demands_and_close(store: DemandStore, key: str) -> dict[str, Demand]:
+    try:
+        return await store.demands(key)
+    finally:
+        await store.close()
 
 
 async def _explain_and_close(engine: Engine, request: Request) -> explain.Explanation:

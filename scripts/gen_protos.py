@@ -20,6 +20,7 @@ PACKAGE = Path("ratelimitd") / "protos"
 SERVICES = [
     "ratelimitd/protos/envoy/service/auth/v3/external_auth.proto",
     "ratelimitd/protos/envoy/service/ratelimit/v3/rls.proto",
+    "ratelimitd/protos/envoy/service/rate_limit_quota/v3/rlqs.proto",
 ]
 
 

@@ -14,6 +14,7 @@ import structlog
 
 from ratelimitd.app import build
 from ratelimitd.app.markers import WorkerLink
+from ratelimitd.app.quota import quota_rpc
 from ratelimitd.app.service import Service
 from ratelimitd.app.service import build as build_service
 from ratelimitd.app.settings import settings_from_environment, split_address
@@ -21,8 +22,10 @@ from ratelimitd.observe import logs
 from ratelimitd.observe.metrics import Recorder
 from ratelimitd.observe.tracing import TRACER
 from ratelimitd.storage.base import Store
-from ratelimitd.transports.asgi import AsgiApp, Endpoints
+from ratelimitd.storage.demand import DemandStore
+from ratelimitd.transports.asgi import AsgiApp, Endpoints, OpenStream
 from ratelimitd.transports.http import HttpServer
+from ratelimitd.transports.rlqs_rpc import RLQS_METHOD
 from ratelimitd.transports.rpc import AUTHZ_METHOD, HEALTH_METHOD, RLS_METHOD, Rpc
 
 log = structlog.get_logger(__name__)
@@ -35,6 +38,7 @@ class AsgiWorker:
         self._environ = environ
         self._service: Service | None = None
         self._store: Store | None = None
+        self._demand: DemandStore | None = None
         self._admin: HttpServer | None = None
         self._link: WorkerLink | None = None
 
@@ -64,6 +68,11 @@ class AsgiWorker:
             recorder,
             dynamic_metadata=settings.response_dynamic_metadata,
         )
+        streams: dict[str, OpenStream] = {}
+        front_door = quota_rpc(settings, service.engine, recorder)
+        if front_door is not None:
+            quota, self._demand = front_door
+            streams[RLQS_METHOD] = quota.open_stream
         service.start()
         service.readiness.serving = True
         if self._link is not None:
@@ -77,6 +86,7 @@ class AsgiWorker:
             },
             service.public_routes,
             settings.max_request_bytes,
+            streams,
         )
 
     async def stop(self) -> None:
@@ -89,6 +99,8 @@ class AsgiWorker:
             await self._service.stop()
         if self._admin is not None:
             await self._admin.stop()
+        if self._demand is not None:
+            await self._demand.close()
         if self._store is not None:
             await self._store.close()
 

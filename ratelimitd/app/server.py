@@ -17,6 +17,7 @@ import structlog
 from ratelimitd.app import build, service
 from ratelimitd.app.markers import WorkerLink
 from ratelimitd.app.ports import addresses_free
+from ratelimitd.app.quota import quota_rpc
 from ratelimitd.app.settings import Settings, Transport, split_address
 from ratelimitd.app.workers import asgi_starter, grpc_starter, supervise
 from ratelimitd.model.rules import Config
@@ -160,6 +161,11 @@ async def _listen(
     http_server = HttpServer(running_service.routes, http_host, http_port)
     await http_server.start()
     running.push_async_callback(http_server.stop)
+    quota = None
+    front_door = quota_rpc(settings, running_service.engine, recorder)
+    if front_door is not None:
+        quota, demand = front_door
+        running.push_async_callback(demand.close)
     rpc = Rpc(
         running_service.engine,
         running_service.readiness,
@@ -173,6 +179,7 @@ async def _listen(
         build.tls_files(settings),
         settings.max_request_bytes,
         settings.max_streams_per_connection,
+        quota,
     )
     await grpc_transport.start()
     running.push_async_callback(grpc_transport.stop, settings.drain_timeout)

@@ -11,10 +11,11 @@ from ratelimitd.config.descriptors import DescriptorReader, read_defaults
 from ratelimitd.config.errors import ConfigError
 from ratelimitd.config.extract_rules import read_extract
 from ratelimitd.config.quotas import QUOTA_FIELDS, QuotaReader, tenant_specs
+from ratelimitd.config.rlqs_section import read_rlqs
 from ratelimitd.config.yamlnodes import NULL_TAG, Fields, NodeReader
 from ratelimitd.model.rules import Defaults, Domain, Rule, Source
 
-TOP_FIELDS = ("domain", "descriptors", "defaults", *QUOTA_FIELDS, "extract")
+TOP_FIELDS = ("domain", "descriptors", "defaults", *QUOTA_FIELDS, "extract", "rlqs")
 # A file of only these extends the domain another file defines (a generated tenant list).
 TENANT_LIST_FIELDS = ("domain", "tenants")
 
@@ -85,4 +86,5 @@ class DomainFile:
             quotas = QuotaReader(descriptors, fields, self.domain_source)
             quotas.add_tenants(root, list(extra_tenants))
         extraction = read_extract(self.nodes, fields.get("extract"))
-        return Domain(name, root, self.domain_source, self.defaults, extraction)
+        rlqs = read_rlqs(descriptors, fields.get("rlqs"))
+        return Domain(name, root, self.domain_source, self.defaults, extraction, rlqs)

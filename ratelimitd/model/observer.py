@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from ratelimitd.model.messages import Decision
+from ratelimitd.model.quota import QuotaReport
 
 
 class Observer(Protocol):
@@ -40,6 +41,10 @@ class Observer(Protocol):
     def config_reload(self, success: bool) -> None:
         """A reload was tried."""
 
+    def quota_report(self, report: QuotaReport) -> None:
+        """An Envoy reported a bucket of a limited rule to the RLQS front door and was
+        assigned its share."""
+
 
 class NoObserver:
     """An Observer that ignores everything: the default wherever nothing is counted."""
@@ -63,6 +68,9 @@ class NoObserver:
         """Ignored."""
 
     def config_reload(self, success: bool) -> None:
+        """Ignored."""
+
+    def quota_report(self, report: QuotaReport) -> None:
         """Ignored."""
 
 

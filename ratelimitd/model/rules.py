@@ -219,6 +219,24 @@ class Defaults:
     quota_mode: bool = False
 
 
+class Blanket(enum.Enum):
+    """An RLQS assignment that counts nothing: every request of the bucket admitted, or none."""
+
+    ALLOW_ALL = "allow_all"
+    DENY_ALL = "deny_all"
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaBuckets:
+    """A domain's `rlqs:` section: the bucket_id keys which, in this order, form the
+    descriptor a rate_limit_quota bucket is matched with, and what a bucket that matches no
+    limited rule is assigned (a blanket rule, or a rule of its own)."""
+
+    keys: tuple[str, ...]
+    unmatched: Blanket | Rule
+    source: Source
+
+
 @dataclass(frozen=True, slots=True)
 class Domain:
     """The descriptor tree of one `domain`, the defaults its rules were built with (which
@@ -230,6 +248,7 @@ class Domain:
     source: Source
     defaults: Defaults = Defaults()
     extract: tuple[ExtractDescriptor, ...] = ()  # descriptors of ext_authz Check calls
+    rlqs: QuotaBuckets | None = None  # how rate_limit_quota buckets find their rules
 
 
 @dataclass(frozen=True, slots=True)

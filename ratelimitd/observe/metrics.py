@@ -33,6 +33,7 @@ from prometheus_client import (
 from prometheus_client import multiprocess as _multiprocess
 
 from ratelimitd.model.messages import Decision
+from ratelimitd.model.quota import QuotaReport
 from ratelimitd.model.rules import Rule
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -108,6 +109,39 @@ CONFIG_RULES = Gauge(
     "ratelimitd_config_rules", "Rules in each worker's config.", multiprocess_mode="liveall"
 )
 
+RLQS_REPORTED = Counter(
+    "ratelimitd_rlqs_reported_requests",
+    "Requests the rate_limit_quota filters reported for buckets of each limited rule, by "
+    "what they answered (allowed, denied): rate() of allowed is the fleet's admitted rate.",
+    ["domain", "rule", "result"],
+)
+RLQS_ENVOYS = Gauge(
+    "ratelimitd_rlqs_reporting_envoys",
+    "Envoys reporting the rule's bucket reported last (to each worker).",
+    ["domain", "rule"],
+    multiprocess_mode="liveall",
+)
+RLQS_DEMAND = Gauge(
+    "ratelimitd_rlqs_demand_requests_per_second",
+    "Requests per second the Envoys of the rule's bucket reported last offer (allowed and "
+    "denied, smoothed).",
+    ["domain", "rule"],
+    multiprocess_mode="liveall",
+)
+RLQS_ASSIGNED = Gauge(
+    "ratelimitd_rlqs_assigned_fraction",
+    "Fractions of the quota assigned to the Envoys of the rule's bucket reported last, "
+    "summed (1 when the split is settled; above while an Envoy's share waits to shrink).",
+    ["domain", "rule"],
+    multiprocess_mode="liveall",
+)
+RLQS_QUOTA = Gauge(
+    "ratelimitd_rlqs_quota_requests_per_second",
+    "The fleet-wide quota of the rule, per second.",
+    ["domain", "rule"],
+    multiprocess_mode="liveall",
+)
+
 LOOP_LAG = Histogram(
     "ratelimitd_event_loop_lag_seconds",
     "How late the event loop ran a timer that was due: time the loop spent on other work "
@@ -170,6 +204,8 @@ class Recorder:
         self._detailed: dict[tuple[str, str, str, str], int] = {}
         self._detailed_series: set[tuple[str, str, str]] = set()
         self._store_errors: dict[str, int] = {}
+        self._rlqs_reported: dict[tuple[str, str, str], int] = {}
+        self._rlqs_split: dict[tuple[str, str], tuple[int, float, float, float]] = {}
         self._call_seconds = Buckets(_LATENCY_BUCKETS)
         self._store_seconds = Buckets(_LATENCY_BUCKETS)
         self._batch_sizes = Buckets(_BATCH_BUCKETS)
@@ -237,6 +273,20 @@ class Recorder:
         """A reload was tried."""
         CONFIG_RELOADS.labels("success" if success else "failure").inc()
 
+    def quota_report(self, report: QuotaReport) -> None:
+        """An RLQS bucket report: counted, and the bucket's split as it stands now."""
+        labels = (report.domain, report.rule)
+        reported = self._rlqs_reported
+        for result, count in (("allowed", report.allowed), ("denied", report.denied)):
+            key = (*labels, result)
+            reported[key] = reported.get(key, 0) + count
+        self._rlqs_split[labels] = (
+            report.reporting,
+            report.demand,
+            report.assigned,
+            report.quota,
+        )
+
     def publish(self) -> None:
         """Add everything counted since the last publish to prometheus-client's metrics."""
         for counts, counter in (
@@ -247,6 +297,15 @@ class Recorder:
             for labels, count in counts.items():
                 counter.labels(*labels).inc(count)
             counts.clear()
+        for labels, count in self._rlqs_reported.items():
+            RLQS_REPORTED.labels(*labels).inc(count)
+        self._rlqs_reported.clear()
+        for labels, values in self._rlqs_split.items():
+            for gauge, value in zip(
+                (RLQS_ENVOYS, RLQS_DEMAND, RLQS_ASSIGNED, RLQS_QUOTA), values, strict=True
+            ):
+                gauge.labels(*labels).set(value)
+        self._rlqs_split.clear()
         for name, count in self._store_errors.items():
             STORE_ERRORS.labels(name).inc(count)
         self._store_errors.clear()

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ratelimitd.model.messages import Descriptor
+from ratelimitd.model.quota import BucketId, bucket_id
 
 DESCRIPTOR_SYNTAX = "KEY=VALUE[,KEY=VALUE...]"
 MAX_HITS = 2**32 - 1  # hits_addend is a uint32
@@ -86,6 +87,20 @@ def _descriptor_argument(text: str) -> Descriptor:
         return parse_descriptor(text)
     except DescriptorSyntaxError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def bucket_argument(text: str) -> BucketId:
+    """A `--bucket` value: a bucket_id written as a descriptor (its order does not matter);
+    each key once."""
+    try:
+        entries = parse_descriptor(text).entries
+    except DescriptorSyntaxError as exc:
+        raise argparse.ArgumentTypeError(str(exc).replace("descriptor", "bucket")) from None
+    keys = [key for key, _ in entries]
+    repeated = sorted({key for key in keys if keys.count(key) > 1})
+    if repeated:
+        raise argparse.ArgumentTypeError(f"bad bucket {text!r}: key {repeated[0]!r} twice")
+    return bucket_id(dict(entries))
 
 
 def _hits(text: str) -> int:

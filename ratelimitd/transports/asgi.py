@@ -1,6 +1,7 @@
-"""ASGI transport: gRPC unary over HTTP/2 (RLS, Authorization and grpc.health.v1 Check) and
-the HTTP endpoints, on one port, for an ASGI server that speaks HTTP/2 with trailers — pyvoy,
-which runs the app inside Envoy (`--transport asgi`).
+"""ASGI transport: gRPC unary over HTTP/2 (RLS, Authorization and grpc.health.v1 Check), the
+bidirectional RLQS stream, and the HTTP endpoints, on one port, for an ASGI server that
+speaks HTTP/2 with trailers and full duplex bodies — pyvoy, which runs the app inside Envoy
+(`--transport asgi`).
 
 The app serves what its `start` callback returns at the ASGI lifespan startup (see
 ratelimitd.app.asgi_worker, which builds the service from RATELIMITD_* variables).
@@ -10,9 +11,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http import HTTPStatus
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import quote
 
 import structlog
@@ -22,9 +23,11 @@ from ratelimitd.transports.grpc_status import (
     DEADLINE_EXCEEDED,
     FRAME_PREFIX_BYTES,
     INTERNAL,
+    INVALID_ARGUMENT,
     MAX_MESSAGE_BYTES,
     OK,
     RESOURCE_EXHAUSTED,
+    UNIMPLEMENTED,
     GrpcError,
     frame,
     parse_timeout,
@@ -38,6 +41,27 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 # A unary gRPC method: the request message and the call's metadata in, the response out.
 Method = Callable[[bytes, Metadata], Awaitable[bytes]]
+
+
+class StreamCall(Protocol):
+    """One bidirectional stream: each message in may answer one out; close at its end."""
+
+    async def report(self, data: bytes) -> bytes | None:
+        """The answer to one message, if any; GrpcError ends the stream."""
+        ...
+
+    async def recheck_periodically(self) -> None:
+        """Work of the stream's own while it lasts, until cancelled (pushes through the
+        callback it was opened with)."""
+        ...
+
+    def close(self) -> None:
+        """The stream ended."""
+        ...
+
+
+# Opens a stream: its metadata, the peer (host:port) and a callback sending a message unasked.
+OpenStream = Callable[[Metadata, str, Callable[[bytes], None]], StreamCall]
 
 log = structlog.get_logger(__name__)
 
@@ -101,6 +125,7 @@ class Endpoints:
     methods: dict[str, Method]
     routes: Routes
     max_request_bytes: int
+    streams: dict[str, OpenStream] = field(default_factory=dict)
 
 
 class AsgiApp:
@@ -117,11 +142,15 @@ class AsgiApp:
         self._max_request_bytes = MAX_MESSAGE_BYTES
         # The gRPC methods by path, once started (until then every path is HTTP's: 503).
         self._methods: dict[str, Method] = {}
+        self._streams: dict[str, OpenStream] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         method = self._methods.get(scope["path"]) if scope["type"] == "http" else None
         if method is None:
-            if scope["type"] == "http":
+            stream = self._streams.get(scope["path"]) if scope["type"] == "http" else None
+            if stream is not None:
+                await self._stream(scope, receive, send, stream)
+            elif scope["type"] == "http":
                 await self._http(scope, receive, send)
             elif scope["type"] == "lifespan":
                 await self._lifespan(receive, send)
@@ -161,6 +190,78 @@ class AsgiApp:
         trailers.append((b"grpc-message", quote(message, safe=" ").encode()))
         await send({"type": "http.response.trailers", "headers": trailers, "more_trailers": False})
 
+    # -- bidirectional gRPC streams ---------------------------------------------------------
+
+    async def _stream(
+        self, scope: Scope, receive: Receive, send: Send, open_stream: OpenStream
+    ) -> None:
+        """Messages answered as they arrive and pushed unasked, through one outbox, while
+        the request body is still open (pyvoy carries both directions at once)."""
+        outbox: asyncio.Queue[bytes | None] = asyncio.Queue()
+        host, port = scope.get("client") or ("", 0)
+        call = open_stream(scope["headers"], f"{host}:{port}", outbox.put_nowait)
+        reader = asyncio.ensure_future(self._read_messages(receive, call, outbox))
+        recheck = asyncio.ensure_future(call.recheck_periodically())
+        status, message = OK, ""
+        await send(_GRPC_START)
+        try:
+            while (payload := await outbox.get()) is not None:
+                await send(
+                    {"type": "http.response.body", "body": frame(payload), "more_body": True}
+                )
+            await reader  # raises what ended the reading
+        except GrpcError as exc:
+            status, message = exc.status, str(exc)
+        except Exception:
+            log.exception("grpc_stream_failed", path=scope["path"])
+            status, message = INTERNAL, "internal error"
+        finally:
+            recheck.cancel()
+            reader.cancel()
+            call.close()
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        if status == OK:
+            await send(_OK_TRAILERS)
+            return
+        trailers = [(b"grpc-status", str(status).encode())]
+        trailers.append((b"grpc-message", quote(message, safe=" ").encode()))
+        await send({"type": "http.response.trailers", "headers": trailers, "more_trailers": False})
+
+    async def _read_messages(
+        self, receive: Receive, call: StreamCall, outbox: asyncio.Queue[bytes | None]
+    ) -> None:
+        """Split the request body into gRPC messages (one may span chunks, a chunk hold
+        several) and hand each to `call`; None into the outbox when the body ends."""
+        buffered = b""
+        try:
+            while True:
+                message = await receive()
+                if message["type"] != "http.request":
+                    return  # the client went away
+                buffered += message.get("body", b"")
+                while len(buffered) >= FRAME_PREFIX_BYTES:
+                    if buffered[0] != 0:
+                        raise GrpcError(UNIMPLEMENTED, "compressed messages are not supported")
+                    size = int.from_bytes(buffered[1:FRAME_PREFIX_BYTES], "big")
+                    if size > self._max_request_bytes:
+                        raise GrpcError(
+                            RESOURCE_EXHAUSTED,
+                            f"message larger than {self._max_request_bytes} bytes",
+                        )
+                    end = FRAME_PREFIX_BYTES + size
+                    if len(buffered) < end:
+                        break
+                    answer = await call.report(buffered[FRAME_PREFIX_BYTES:end])
+                    buffered = buffered[end:]
+                    if answer is not None:
+                        outbox.put_nowait(answer)
+                if not message.get("more_body", False):
+                    if buffered:
+                        raise GrpcError(INVALID_ARGUMENT, "the stream ended inside a message")
+                    return
+        finally:
+            outbox.put_nowait(None)
+
     # -- HTTP endpoints ---------------------------------------------------------------------
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -190,6 +291,7 @@ class AsgiApp:
                 self._max_request_bytes = endpoints.max_request_bytes
                 self._routes = endpoints.routes
                 self._methods = endpoints.methods
+                self._streams = endpoints.streams
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await self._stop()

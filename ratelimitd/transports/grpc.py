@@ -1,9 +1,11 @@
-"""gRPC transport (grpc.aio): RateLimitService, Authorization (ext_authz), grpc.health.v1
+"""gRPC transport (grpc.aio): RateLimitService, Authorization (ext_authz),
+RateLimitQuotaService (the rate_limit_quota filter's stream, when given), grpc.health.v1
 (Check and Watch) and server reflection."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -11,6 +13,7 @@ from grpc_reflection.v1alpha import reflection
 
 from ratelimitd.observe.tracing import Metadata
 from ratelimitd.transports.grpc_status import MAX_MESSAGE_BYTES, GrpcError
+from ratelimitd.transports.rlqs_rpc import RLQS_METHOD_NAME, RLQS_SERVICE, QuotaRpc
 from ratelimitd.transports.rpc import AUTHZ_SERVICE, HEALTH_SERVICES, RLS_SERVICE, Rpc
 from ratelimitd.transports.tls import Tls
 
@@ -33,6 +36,51 @@ def _unary(method: Method) -> grpc.RpcMethodHandler[bytes, bytes]:
     return grpc.unary_unary_rpc_method_handler(handle)
 
 
+Outbox = asyncio.Queue[bytes | None]
+
+
+def _quota_stream(
+    quota: QuotaRpc, open_streams: set[Outbox]
+) -> grpc.RpcMethodHandler[bytes, bytes]:
+    """StreamRateLimitQuotas: each usage report answered as it arrives, and assignments
+    pushed unasked, through one outbox (in `open_streams` while the stream lasts: None put
+    there ends it)."""
+
+    async def handle(
+        reports: AsyncIterator[bytes], context: grpc.aio.ServicerContext[bytes, bytes]
+    ) -> AsyncIterator[bytes]:
+        outbox: Outbox = asyncio.Queue()
+        metadata = tuple(context.invocation_metadata() or ())
+        call = quota.open_stream(metadata, context.peer(), outbox.put_nowait)
+
+        async def read() -> None:
+            try:
+                async for data in reports:
+                    response = await call.report(data)
+                    if response is not None:
+                        outbox.put_nowait(response)
+            finally:
+                outbox.put_nowait(None)  # the end of the stream, or of its reading
+
+        reader = asyncio.ensure_future(read())
+        recheck = asyncio.ensure_future(call.recheck_periodically())
+        open_streams.add(outbox)
+        try:
+            while (response := await outbox.get()) is not None:
+                yield response
+            if reader.done():
+                await reader  # raises what ended the reading
+        except GrpcError as exc:
+            await context.abort(_STATUS_CODES[exc.status], str(exc))
+        finally:
+            open_streams.discard(outbox)
+            recheck.cancel()
+            reader.cancel()
+            call.close()
+
+    return grpc.stream_stream_rpc_method_handler(handle)
+
+
 class GrpcTransport:
     """The grpc.aio server with its health service, started and stopped with the process."""
 
@@ -43,6 +91,7 @@ class GrpcTransport:
         tls: Tls | None = None,
         max_request_bytes: int = MAX_MESSAGE_BYTES,
         max_streams_per_connection: int | None = None,
+        quota: QuotaRpc | None = None,
     ) -> None:
         self.address = address
         options: list[tuple[str, int]] = [
@@ -59,14 +108,20 @@ class GrpcTransport:
             # calls the client was allowed to send (UNAVAILABLE to a gRPC client).
             options.append(("grpc.http.overload_protection", 0))
         self.server = grpc.aio.server(options=options)
-        self.server.add_generic_rpc_handlers(
-            [
+        self._quota_streams: set[Outbox] = set()
+        handlers = [
+            grpc.method_handlers_generic_handler(
+                RLS_SERVICE, {"ShouldRateLimit": _unary(rpc.should_rate_limit)}
+            ),
+            grpc.method_handlers_generic_handler(AUTHZ_SERVICE, {"Check": _unary(rpc.check)}),
+        ]
+        if quota is not None:
+            handlers.append(
                 grpc.method_handlers_generic_handler(
-                    RLS_SERVICE, {"ShouldRateLimit": _unary(rpc.should_rate_limit)}
-                ),
-                grpc.method_handlers_generic_handler(AUTHZ_SERVICE, {"Check": _unary(rpc.check)}),
-            ]
-        )
+                    RLQS_SERVICE, {RLQS_METHOD_NAME: _quota_stream(quota, self._quota_streams)}
+                )
+            )
+        self.server.add_generic_rpc_handlers(handlers)
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
@@ -102,4 +157,9 @@ class GrpcTransport:
     async def stop(self, grace: float) -> None:
         """Stop accepting calls and give in-flight ones `grace` seconds to finish."""
         await self.set_serving(False)
+        # RLQS streams never end on their own: end them now (OK), rather than cancel them
+        # after `grace`. Envoy keeps its assignments for their TTL and reopens the stream
+        # at its next report, to another replica.
+        for outbox in self._quota_streams:
+            outbox.put_nowait(None)
         await self.server.stop(grace)
