@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from typing import NamedTuple
 
 import yaml
 
@@ -18,6 +19,7 @@ from ratelimitd.config.windows import (
 from ratelimitd.config.yamlnodes import NULL_TAG, UINT32_MAX, Fields, NodeReader
 from ratelimitd.model.rules import (
     Defaults,
+    FailureMode,
     KeyIndex,
     Limit,
     Node,
@@ -89,6 +91,14 @@ class PlanRoot:
 
     name: str
     full_key: str
+
+
+class _Naming(NamedTuple):
+    """A rule's fields read alike by every kind of rule."""
+
+    name: str | None
+    replaces: frozenset[str]
+    failure_mode: FailureMode
 
 
 class DescriptorReader:
@@ -222,9 +232,7 @@ class DescriptorReader:
         multiplier = read_multiplier(nodes, fields, unit)
         window = None if unit is None else unit.seconds * multiplier
         burst = self._burst(fields, algorithm, 0 if unlimited else rpu or 0, window)
-        name = self._name(fields, full_key)
-        replaces = self._replaces(fields.get("replaces"), name)
-        failure_mode = nodes.failure_mode(fields.get("failure_mode"), self.defaults.failure_mode)
+        named = self._naming(fields, full_key)
         overdraft, max_debt = self._overdraft(fields, node, unlimited or not rpu)
         if len(nodes.errors) > errors_before:
             return None
@@ -239,11 +247,11 @@ class DescriptorReader:
             domain=self.domain,
             full_key=full_key,
             limit=limit,
-            name=name,
-            replaces=replaces,
+            name=named.name,
+            replaces=named.replaces,
             shadow_mode=shadow,
             detailed_metric=detailed,
-            failure_mode=failure_mode,
+            failure_mode=named.failure_mode,
             source=source,
             metadata=metadata,
             quota_mode=quota or self.defaults.quota_mode,
@@ -272,9 +280,7 @@ class DescriptorReader:
         for flag, on in (("quota_mode", quota), ("shadow_mode", shadow)):
             if on:
                 nodes.error(fields["concurrency"], f"a concurrency limit takes no '{flag}'")
-        name = self._name(fields, full_key)
-        replaces = self._replaces(fields.get("replaces"), name)
-        failure_mode = nodes.failure_mode(fields.get("failure_mode"), self.defaults.failure_mode)
+        named = self._naming(fields, full_key)
         if slots is None or len(nodes.errors) > errors_before:
             return None
         nodes.warning(fields["concurrency"], CONCURRENCY_WARNING)
@@ -282,11 +288,11 @@ class DescriptorReader:
             domain=self.domain,
             full_key=full_key,
             limit=None,
-            name=name,
-            replaces=replaces,
+            name=named.name,
+            replaces=named.replaces,
             shadow_mode=shadow,
             detailed_metric=detailed,
-            failure_mode=failure_mode,
+            failure_mode=named.failure_mode,
             source=source,
             concurrency=slots,
         )
@@ -326,6 +332,16 @@ class DescriptorReader:
             return None
         value = self.nodes.free_value(node, "metadata")
         return value if isinstance(value, dict) and value else None
+
+    def _naming(self, fields: Fields, full_key: str) -> _Naming:
+        """What every kind of rule reads alike: its name, the names it replaces, its failure
+        mode."""
+        name = self._name(fields, full_key)
+        return _Naming(
+            name,
+            self._replaces(fields.get("replaces"), name),
+            self.nodes.failure_mode(fields.get("failure_mode"), self.defaults.failure_mode),
+        )
 
     def _name(self, fields: Fields, full_key: str) -> str | None:
         """The rule's `name`; in a plan, an unnamed limit is named after the plan and its
