@@ -128,6 +128,13 @@ class Endpoints:
     streams: dict[str, OpenStream] = field(default_factory=dict)
 
 
+def _error_trailers(status: int, message: str) -> Message:
+    """The trailers ending a call that failed with gRPC `status` and `message`."""
+    trailers = [(b"grpc-status", str(status).encode())]
+    trailers.append((b"grpc-message", quote(message, safe=" ").encode()))
+    return {"type": "http.response.trailers", "headers": trailers, "more_trailers": False}
+
+
 class AsgiApp:
     """The ASGI application. The lifespan startup calls `start` for what to serve (a failure,
     as OSError, RuntimeError, ValueError or SystemExit, fails the startup with its message);
@@ -183,12 +190,7 @@ class AsgiApp:
             status, message = INTERNAL, "internal error"
         await send(_GRPC_START)
         await send({"type": "http.response.body", "body": payload, "more_body": False})
-        if status == OK:
-            await send(_OK_TRAILERS)
-            return
-        trailers = [(b"grpc-status", str(status).encode())]
-        trailers.append((b"grpc-message", quote(message, safe=" ").encode()))
-        await send({"type": "http.response.trailers", "headers": trailers, "more_trailers": False})
+        await send(_OK_TRAILERS if status == OK else _error_trailers(status, message))
 
     # -- bidirectional gRPC streams ---------------------------------------------------------
 
@@ -220,12 +222,7 @@ class AsgiApp:
             reader.cancel()
             call.close()
         await send({"type": "http.response.body", "body": b"", "more_body": False})
-        if status == OK:
-            await send(_OK_TRAILERS)
-            return
-        trailers = [(b"grpc-status", str(status).encode())]
-        trailers.append((b"grpc-message", quote(message, safe=" ").encode()))
-        await send({"type": "http.response.trailers", "headers": trailers, "more_trailers": False})
+        await send(_OK_TRAILERS if status == OK else _error_trailers(status, message))
 
     async def _read_messages(
         self, receive: Receive, call: StreamCall, outbox: asyncio.Queue[bytes | None]
